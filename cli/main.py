@@ -1,0 +1,56 @@
+"""The ``nacvae`` command: a thin click layer over the library."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from nacvae import __version__
+from nacvae.errors import NacvaeError
+
+
+class NacvaeGroup(click.Group):
+    """Turns user-caused errors into one sentence on stderr and exit code 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except NacvaeError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=NacvaeGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="nacvae")
+def cli() -> None:
+    """nacvae: encoder pretraining (NAC, SimCLR, MoCo-v2) for Pyro VAEs, and the paper's evaluations."""
+
+
+def _register() -> None:
+    from cli.pretrain import pretrain
+
+    cli.add_command(pretrain)
+    for module_name, attr in (("cli.evaluate", "eval_group"), ("cli.vae", "vae"), ("cli.reproduce", "reproduce"),
+                              ("cli.export", "export")):
+        try:
+            module = __import__(module_name, fromlist=[attr])
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        cli.add_command(getattr(module, attr))
+
+
+_register()
+
+
+def main() -> None:
+    cli(prog_name="nacvae")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""``nacvae pretrain``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from nacvae.runs import default_runs_root, new_run_name
+
+
+@click.command()
+@click.option("--data", default="digits", show_default=True,
+              help="Dataset: digits (bundled), fashion-mnist, cifar10, or folder:PATH (a folder of images).")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Where datasets live (default: $NACVAE_DATA_DIR or ~/.cache/nacvae/data).")
+@click.option("--subset", type=click.Choice(["retrieval"]), default=None,
+              help="Train on the retrieval protocol's unsupervised training subset (5,000 images for CIFAR-10).")
+@click.option("--objective", type=click.Choice(["nac", "simclr", "moco"]), default="nac", show_default=True)
+@click.option("--momentum/--no-momentum", default=False, show_default=True,
+              help="NAC's momentum-queue variant (EMA key encoder and a queue of key codes).")
+@click.option("--arch", default=None, help="Backbone: smallconv, resnet18, resnet50, vgg16_bn [dataset default].")
+@click.option("--epochs", type=int, default=None, help="Training epochs [dataset default].")
+@click.option("--batch-size", type=int, default=None, help="Images per step; each is seen in two views [dataset default].")
+@click.option("--optimizer", type=click.Choice(["lars", "sgd", "adam"]), default=None, help="[dataset default]")
+@click.option("--lr", type=float, default=None, help="Peak learning rate [dataset default].")
+@click.option("--weight-decay", type=float, default=None, help="[default 1e-6]")
+@click.option("--warmup-epochs", type=int, default=None, help="Linear warm-up before the cosine decay [dataset default].")
+@click.option("--flip-prob", type=float, default=None, help="NAC channel flip probability p, 0 < p < 0.5 [0.1].")
+@click.option("--code-dim", type=int, default=None, help="Code length D (projection output size) [128].")
+@click.option("--temperature", type=float, default=None, help="SimCLR / MoCo temperature [0.5 / 0.2].")
+@click.option("--queue-size", type=int, default=None, help="MoCo / NAC-momentum queue length [dataset default].")
+@click.option("--ema", type=float, default=None, help="Key-encoder momentum for MoCo and NAC-momentum [0.99].")
+@click.option("--image-size", type=int, default=None, help="Side that folder images are resized to [32].")
+@click.option("--seed", type=int, default=None, help="Random seed; the same seed repeats the run exactly on CPU [0].")
+@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N [auto].")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Run folder to create (default: a new folder under $NACVAE_RUNS or ./runs).")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run in --out with its saved configuration.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def pretrain(out: str | None, resume: bool, quiet: bool, **options) -> None:
+    """Pretrain an encoder with NAC (default), SimCLR or MoCo-v2 and write a run folder."""
+    from nacvae.errors import ConfigError
+    from nacvae.train.config import resolve_config
+    from nacvae.train.pretrain import pretrain as run_pretrain
+
+    if resume and out is None:
+        raise ConfigError("--resume needs --out, the run folder to continue.")
+    data = options.pop("data")
+    cfg = resolve_config(data, **options)
+    if out is None:
+        out = str(default_runs_root() / new_run_name("pretrain", data, cfg.objective + ("-momentum" if cfg.momentum else "")))
+    run = run_pretrain(cfg, Path(out), resume=resume, progress=not quiet)
+    click.echo(f"Run folder: {run}")

@@ -1,0 +1,92 @@
+"""Backbones: feature extractors mapping normalised images [B, C, H, W] to features [B, F].
+
+ResNets and VGG-16-BN keep torchvision's module names, so their state dicts load into a
+torchvision model once its stem is adapted the same way (see ``docs/guide.md``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+from torchvision import models as tvm
+
+from nacvae.errors import ConfigError
+
+
+def _cifar_resnet(builder: Callable[..., tvm.ResNet], in_channels: int) -> tuple[nn.Module, int]:
+    net = builder(weights=None)
+    feature_dim = net.fc.in_features
+    # CIFAR stem: 3x3 stride-1 convolution without bias, no max-pool (method.md §2).
+    net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    net.maxpool = nn.Identity()
+    net.fc = nn.Identity()
+    return net, feature_dim
+
+
+class VGG16BN(nn.Module):
+    """VGG-16 with batch norm, classifier removed, adaptive average pool to 1x1 (512-d)."""
+
+    def __init__(self, in_channels: int = 3) -> None:
+        super().__init__()
+        net = tvm.vgg16_bn(weights=None)
+        if in_channels != 3:
+            net.features[0] = nn.Conv2d(in_channels, 64, kernel_size=3, padding=1)
+        self.features = net.features
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.avgpool(self.features(x)), 1)
+
+
+class SmallConvNet(nn.Module):
+    """A four-block conv net (32-64-128-256 channels) for CPU-scale work; 256-d features."""
+
+    def __init__(self, in_channels: int = 3, width: int = 32) -> None:
+        super().__init__()
+        chans = [in_channels, width, 2 * width, 4 * width, 8 * width]
+        layers: list[nn.Module] = []
+        for i in range(4):
+            stride = 1 if i == 0 else 2
+            layers += [
+                nn.Conv2d(chans[i], chans[i + 1], 3, stride=stride, padding=1, bias=False),
+                nn.BatchNorm2d(chans[i + 1]),
+                nn.ReLU(inplace=True),
+            ]
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.out_dim = chans[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.pool(self.features(x)), 1)
+
+
+def _vgg(in_channels: int) -> tuple[nn.Module, int]:
+    return VGG16BN(in_channels), 512
+
+
+def _small(in_channels: int) -> tuple[nn.Module, int]:
+    net = SmallConvNet(in_channels)
+    return net, net.out_dim
+
+
+# name -> builder(in_channels) -> (module, feature_dim); min_size is the smallest input side.
+ARCHITECTURES: dict[str, tuple[Callable[[int], tuple[nn.Module, int]], int]] = {
+    "smallconv": (_small, 8),
+    "resnet18": (lambda c: _cifar_resnet(tvm.resnet18, c), 8),
+    "resnet50": (lambda c: _cifar_resnet(tvm.resnet50, c), 8),
+    "vgg16_bn": (_vgg, 32),
+}
+
+
+def build_backbone(arch: str, in_channels: int, image_size: int | None = None) -> tuple[nn.Module, int]:
+    """Build a backbone by name; returns (module, feature dimension)."""
+    if arch not in ARCHITECTURES:
+        raise ConfigError(f"Unknown architecture '{arch}'; choose one of {', '.join(ARCHITECTURES)}.")
+    builder, min_size = ARCHITECTURES[arch]
+    if image_size is not None and image_size < min_size:
+        raise ConfigError(
+            f"Architecture '{arch}' needs images of at least {min_size}x{min_size}, got {image_size}x{image_size}."
+        )
+    return builder(in_channels)

@@ -1,0 +1,67 @@
+"""Projection head g and prediction head r (method.md §2), and the pretraining encoder."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+
+
+class ScaledMLP(nn.Module):
+    """Linear(F, F) -> ReLU -> Linear(F, D), output divided by sqrt(D); no batch norm."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int | None = None) -> None:
+        super().__init__()
+        hidden_dim = hidden_dim or in_dim
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))
+        self.scale = 1.0 / math.sqrt(out_dim)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net(h) * self.scale
+
+
+class PretrainEncoder(nn.Module):
+    """Backbone f with projection head g (code pre-activations a) and prediction head r.
+
+    ``forward`` returns ``(h, a, l)``: features, scaled pre-activations a = g(h)/sqrt(D) and
+    scaled prediction logits l = r(h)/sqrt(D). Objectives that need no prediction head
+    (SimCLR, MoCo-v2) construct the encoder with ``predictor=False``.
+    """
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, code_dim: int, predictor: bool = True) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.feature_dim = feature_dim
+        self.code_dim = code_dim
+        self.projector = ScaledMLP(feature_dim, code_dim)
+        self.predictor = ScaledMLP(feature_dim, code_dim) if predictor else None
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        h = self.backbone(x)
+        a = self.projector(h)
+        l = self.predictor(h) if self.predictor is not None else None
+        return h, a, l
+
+    @torch.no_grad()
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        """Binary activation codes sgn(a) as a bool tensor [B, D] (True for a > 0)."""
+        return self.projector(self.backbone(x)) > 0
+
+
+def ema_copy(module: nn.Module) -> nn.Module:
+    """A frozen copy of ``module`` to be updated as an exponential moving average."""
+    key = copy.deepcopy(module)
+    for p in key.parameters():
+        p.requires_grad_(False)
+    return key
+
+
+@torch.no_grad()
+def ema_update(key: nn.Module, query: nn.Module, momentum: float) -> None:
+    """key <- m * key + (1 - m) * query for parameters; buffers (BN statistics) are copied."""
+    for pk, pq in zip(key.parameters(), query.parameters()):
+        pk.mul_(momentum).add_(pq.detach(), alpha=1.0 - momentum)
+    for bk, bq in zip(key.buffers(), query.buffers()):
+        bk.copy_(bq)

@@ -1,0 +1,123 @@
+"""Pretraining configuration and the per-dataset defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from nacvae.errors import ConfigError
+
+# Paper's CIFAR-10 settings (method.md §6); quick CPU-sized ones for the small datasets.
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "cifar10": dict(arch="resnet50", batch_size=1000, optimizer="lars", lr=3.0, epochs=1000, warmup_epochs=10,
+                    queue_size=50_000),
+    "fashion-mnist": dict(arch="resnet18", batch_size=512, optimizer="lars", lr=1.5, epochs=200, warmup_epochs=10,
+                          queue_size=16_384),
+    "digits": dict(arch="smallconv", batch_size=256, optimizer="adam", lr=2e-3, epochs=40, warmup_epochs=2,
+                   queue_size=1_024),
+    "folder": dict(arch="resnet18", batch_size=256, optimizer="lars", lr=0.75, epochs=200, warmup_epochs=10,
+                   queue_size=16_384),
+}
+
+
+@dataclass
+class PretrainConfig:
+    data: str = "digits"
+    data_dir: str | None = None
+    subset: str | None = None          # None (whole train split) or "retrieval"
+    objective: str = "nac"
+    momentum: bool = False             # NAC's momentum-queue variant
+    arch: str = "smallconv"
+    epochs: int = 40
+    batch_size: int = 256
+    optimizer: str = "adam"
+    lr: float = 2e-3
+    weight_decay: float = 1e-6
+    warmup_epochs: int = 2
+    flip_prob: float = 0.1
+    code_dim: int = 128
+    temperature: float | None = None   # SimCLR 0.5, MoCo 0.2 when None
+    queue_size: int = 1_024
+    ema: float = 0.99
+    l2_weight: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    image_size: int | None = None      # folders only: side the images are resized to
+    log_every: int = 10
+    checkpoint_every: int = 0          # steps; 0 = at the end of every epoch
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PretrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def dataset_family(name: str) -> str:
+    return "folder" if name.startswith("folder:") else name
+
+
+def resolve_config(data: str = "digits", **given: Any) -> PretrainConfig:
+    """A configuration from the dataset's defaults, overridden by every value given (not None)."""
+    family = dataset_family(data)
+    if family not in DATASET_DEFAULTS:
+        known = ", ".join([*DATASET_DEFAULTS][:-1]) + ", folder:PATH"
+        raise ConfigError(f"Unknown dataset '{data}'; choose one of {known}.")
+    values = dict(DATASET_DEFAULTS[family])
+    values.update({k: v for k, v in given.items() if v is not None})
+    cfg = PretrainConfig(data=data, **values)
+    validate_config(cfg)
+    return cfg
+
+
+def validate_config(cfg: PretrainConfig) -> None:
+    from nacvae.models.backbones import ARCHITECTURES
+    from nacvae.train.methods import OBJECTIVES
+    from nacvae.train.optim import OPTIMIZERS
+
+    if cfg.objective not in OBJECTIVES:
+        raise ConfigError(f"Unknown objective '{cfg.objective}'; choose one of {', '.join(OBJECTIVES)}.")
+    if cfg.arch not in ARCHITECTURES:
+        raise ConfigError(f"Unknown architecture '{cfg.arch}'; choose one of {', '.join(ARCHITECTURES)}.")
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"Unknown optimiser '{cfg.optimizer}'; choose one of {', '.join(OPTIMIZERS)}.")
+    if not 0.0 < cfg.flip_prob < 0.5:
+        raise ConfigError(f"--flip-prob must lie strictly between 0 and 0.5, got {cfg.flip_prob}.")
+    if cfg.batch_size < 2:
+        raise ConfigError(f"--batch-size must be at least 2 (contrastive objectives need pairs), got {cfg.batch_size}.")
+    if cfg.epochs < 1:
+        raise ConfigError(f"--epochs must be at least 1, got {cfg.epochs}.")
+    if cfg.lr <= 0:
+        raise ConfigError(f"--lr must be positive, got {cfg.lr}.")
+    if cfg.code_dim < 1:
+        raise ConfigError(f"--code-dim must be at least 1, got {cfg.code_dim}.")
+    if cfg.queue_size < 1:
+        raise ConfigError(f"--queue-size must be at least 1, got {cfg.queue_size}.")
+    if not 0.0 <= cfg.ema < 1.0:
+        raise ConfigError(f"--ema must lie in [0, 1), got {cfg.ema}.")
+    if cfg.subset not in (None, "retrieval"):
+        raise ConfigError(f"Unknown --subset '{cfg.subset}'; the only subset is 'retrieval'.")
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when present; asking for CUDA on a machine without it is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"Unknown device '{name}'; use auto, cpu, cuda or cuda:N.") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name} was asked for, but this machine has no usable CUDA GPU.")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name} was asked for, but this machine has {torch.cuda.device_count()} GPU(s).")
+    elif device.type != "cpu":
+        raise ConfigError(f"Unsupported device '{name}'; use auto, cpu, cuda or cuda:N.")
+    return device

@@ -1,0 +1,75 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+from torchvision import models as tvm
+
+from nacvae.errors import ConfigError
+from nacvae.models.backbones import build_backbone
+from nacvae.models.heads import PretrainEncoder, ScaledMLP, ema_copy, ema_update
+
+
+@pytest.mark.parametrize("arch,dim", [("smallconv", 256), ("resnet18", 512)])
+@pytest.mark.parametrize("channels,size", [(1, 8), (3, 32)])
+def test_feature_shapes(arch, dim, channels, size):
+    net, feature_dim = build_backbone(arch, channels, size)
+    assert feature_dim == dim
+    net.eval()
+    assert net(torch.randn(2, channels, size, size)).shape == (2, dim)
+
+
+def test_resnet_weights_load_into_plain_torchvision_model():
+    net, _ = build_backbone("resnet18", 3, 32)
+    net.eval()
+    plain = tvm.resnet18(weights=None)
+    plain.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    plain.maxpool = nn.Identity()
+    plain.fc = nn.Identity()
+    plain.load_state_dict(net.state_dict())  # strict: identical key names
+    plain.eval()
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(plain(x), net(x))
+    assert net.conv1.kernel_size == (3, 3) and net.conv1.stride == (1, 1) and net.conv1.bias is None
+
+
+def test_vgg_keys_match_torchvision_features():
+    net, dim = build_backbone("vgg16_bn", 3, 32)
+    assert dim == 512
+    plain = tvm.vgg16_bn(weights=None)
+    ours = {k for k in net.state_dict() if k.startswith("features.")}
+    assert ours == {k for k in plain.state_dict() if k.startswith("features.")}
+    with pytest.raises(ConfigError, match="at least 32x32"):
+        build_backbone("vgg16_bn", 1, 8)
+
+
+def test_unknown_architecture():
+    with pytest.raises(ConfigError, match="Unknown architecture"):
+        build_backbone("resnet7", 3, 32)
+
+
+def test_heads_scale_by_sqrt_d():
+    head = ScaledMLP(6, 16)
+    h = torch.randn(3, 6)
+    torch.testing.assert_close(head(h), head.net(h) / math.sqrt(16))
+
+
+def test_encoder_outputs_and_codes():
+    backbone, f = build_backbone("smallconv", 1, 8)
+    enc = PretrainEncoder(backbone, f, 32).eval()
+    x = torch.randn(4, 1, 8, 8)
+    h, a, l = enc(x)
+    assert h.shape == (4, f) and a.shape == (4, 32) and l.shape == (4, 32)
+    assert torch.equal(enc.codes(x), a > 0)
+    assert PretrainEncoder(backbone, f, 32, predictor=False)(x)[2] is None
+
+
+def test_ema_update():
+    q = nn.Linear(2, 2)
+    k = ema_copy(q)
+    assert all(not p.requires_grad for p in k.parameters())
+    before = k.weight.detach().clone()
+    with torch.no_grad():
+        q.weight.add_(1.0)
+    ema_update(k, q, 0.9)
+    torch.testing.assert_close(k.weight, 0.9 * before + 0.1 * q.weight.detach())
