@@ -16,7 +16,7 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
                     queue_size=50_000),
     "fashion-mnist": dict(arch="resnet18", batch_size=512, optimizer="lars", lr=1.5, epochs=200, warmup_epochs=10,
                           queue_size=16_384),
-    "digits": dict(arch="smallconv", batch_size=256, optimizer="adam", lr=2e-3, epochs=40, warmup_epochs=2,
+    "digits": dict(arch="smallconv", batch_size=128, optimizer="lars", lr=3.0, epochs=30, warmup_epochs=2,
                    queue_size=1_024),
     "folder": dict(arch="resnet18", batch_size=256, optimizer="lars", lr=0.75, epochs=200, warmup_epochs=10,
                    queue_size=16_384),
@@ -31,10 +31,10 @@ class PretrainConfig:
     objective: str = "nac"
     momentum: bool = False             # NAC's momentum-queue variant
     arch: str = "smallconv"
-    epochs: int = 40
-    batch_size: int = 256
-    optimizer: str = "adam"
-    lr: float = 2e-3
+    epochs: int = 30
+    batch_size: int = 128
+    optimizer: str = "lars"
+    lr: float = 3.0
     weight_decay: float = 1e-6
     warmup_epochs: int = 2
     flip_prob: float = 0.1
