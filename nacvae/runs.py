@@ -33,8 +33,9 @@ def new_run_name(kind: str, dataset: str, tag: str) -> str:
     return f"{kind}-{safe}-{tag}-{stamp}"
 
 
-def prepare_run_dir(out: Path, resume: bool) -> None:
-    """Check that ``out`` can be used: new (or empty) unless resuming, and writable."""
+def check_run_dir(out: Path, resume: bool) -> None:
+    """Check, without creating anything, that ``out`` can hold a run: new or empty unless
+    resuming, and inside a writable folder."""
     out = Path(out)
     if resume:
         if not (out / CONFIG).is_file():
@@ -43,13 +44,18 @@ def prepare_run_dir(out: Path, resume: bool) -> None:
             raise ConfigError(f"Cannot resume: {out} holds no checkpoint yet; start it again without --resume.")
     elif out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"The output folder {out} is already used; choose another --out or pass --resume.")
+    ancestor = out.absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(f"The output folder {out} cannot be created: {ancestor} is not a writable folder.")
+
+
+def create_run_dir(out: Path) -> None:
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        Path(out).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"The output folder {out} is not writable ({exc.strerror}).") from exc
+        raise ConfigError(f"The output folder {out} cannot be created ({exc.strerror}).") from exc
 
 
 def write_config(run: Path, config: dict[str, Any]) -> None:

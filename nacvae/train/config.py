@@ -27,6 +27,7 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
 class PretrainConfig:
     data: str = "digits"
     data_dir: str | None = None
+    download: bool = True              # fetch cifar10 / fashion-mnist when missing and a network is reachable
     subset: str | None = None          # None (whole train split) or "retrieval"
     objective: str = "nac"
     momentum: bool = False             # NAC's momentum-queue variant

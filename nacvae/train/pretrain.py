@@ -21,7 +21,7 @@ from nacvae.errors import ConfigError, TrainingError
 from nacvae.models.backbones import build_backbone
 from nacvae.models.heads import PretrainEncoder
 from nacvae.runs import (
-    CHECKPOINT, append_metrics, prepare_run_dir, read_config, truncate_metrics, write_config,
+    CHECKPOINT, append_metrics, check_run_dir, create_run_dir, read_config, truncate_metrics, write_config,
 )
 from nacvae.train.config import PretrainConfig, resolve_device, validate_config
 from nacvae.train.methods import Method, build_method
@@ -45,13 +45,13 @@ class PretrainData:
 def load_pretrain_data(cfg: PretrainConfig, device: torch.device) -> PretrainData:
     from nacvae.data import channel_stats, default_augment, load_dataset
 
-    data = load_dataset(cfg.data, "train", cfg.data_dir, image_size=cfg.image_size)
+    data = load_dataset(cfg.data, "train", cfg.data_dir, download=cfg.download, image_size=cfg.image_size)
     mean, std = channel_stats(cfg.data, data)
     images = data.images
     if cfg.subset == "retrieval":
         from nacvae.data.pool import retrieval_pool
 
-        pool = retrieval_pool(cfg.data, cfg.data_dir, cfg.image_size, seed=cfg.seed)
+        pool = retrieval_pool(cfg.data, cfg.data_dir, cfg.image_size, download=cfg.download)
         images = pool.images[pool.split["train"]]
     if len(images) < cfg.batch_size:
         raise ConfigError(f"--batch-size {cfg.batch_size} is larger than the {len(images)} training images.")
@@ -95,7 +95,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, progres
     its last checkpoint.
     """
     out = Path(out)
-    prepare_run_dir(out, resume)
+    check_run_dir(out, resume)
     if resume:
         saved = read_config(out)
         cfg = PretrainConfig.from_dict(saved["pretrain"])
@@ -122,6 +122,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, progres
         scheduler.load_state_dict(ckpt["scheduler"])
         start_step = ckpt["step"]
         truncate_metrics(out, "train", start_step)
+    create_run_dir(out)
     run_config = {
         "kind": "pretrain", "status": "running", "objective": cfg.objective, "dataset": cfg.data,
         "arch": cfg.arch, "code_dim": cfg.code_dim, "image_shape": list(data.image_shape),
