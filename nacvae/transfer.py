@@ -1,0 +1,67 @@
+"""Loading pretrained encoders out of run folders and checkpoints, for evaluation and VAEs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nacvae.checkpoint import backbone_state_dict, load_checkpoint
+from nacvae.errors import CheckpointError, ConfigError
+from nacvae.models.backbones import build_backbone
+from nacvae.models.heads import PretrainEncoder
+from nacvae.runs import CHECKPOINT
+
+
+def checkpoint_path(run: str | Path | None = None, checkpoint: str | Path | None = None) -> Path:
+    """The checkpoint named directly, or the one inside a run folder."""
+    if (run is None) == (checkpoint is None):
+        raise ConfigError("Give exactly one of --run and --checkpoint.")
+    if checkpoint is not None:
+        return Path(checkpoint)
+    path = Path(run) / CHECKPOINT
+    if not path.is_file():
+        raise CheckpointError(f"{run} is not a finished pretraining run folder (no {CHECKPOINT}).")
+    return path
+
+
+def load_encoder(path: str | Path, arch: str | None = None,
+                 image_shape: tuple[int, int, int] | None = None) -> tuple[PretrainEncoder, dict[str, Any]]:
+    """Rebuild the pretraining encoder (backbone and heads) of a pretraining checkpoint.
+
+    ``arch`` and ``image_shape``, when given, must match what the checkpoint was trained with.
+    """
+    expect = {"arch": arch, "image_shape": list(image_shape) if image_shape is not None else None}
+    ckpt = load_checkpoint(path, kind="pretrain", expect=expect)
+    meta = ckpt["meta"]
+    channels, size = meta["image_shape"][0], meta["image_shape"][1]
+    backbone, feature_dim = build_backbone(meta["arch"], channels, size)
+    encoder = PretrainEncoder(backbone, feature_dim, meta["code_dim"], predictor=meta["objective"] == "nac")
+    prefix = "encoder."
+    state = {k[len(prefix):]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
+    try:
+        encoder.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path} does not hold weights of a {meta['arch']} encoder.") from exc
+    return encoder, {**meta, "checkpoint": str(path), "step": ckpt["step"], "complete": ckpt["complete"],
+                     "config": ckpt["config"]}
+
+
+def random_encoder(arch: str, image_shape: tuple[int, int, int], code_dim: int = 128,
+                   seed: int = 0) -> tuple[PretrainEncoder, dict[str, Any]]:
+    """The randomly initialised baseline: same architecture and heads, no training."""
+    torch.manual_seed(seed)
+    backbone, feature_dim = build_backbone(arch, image_shape[0], image_shape[1])
+    encoder = PretrainEncoder(backbone, feature_dim, code_dim)
+    return encoder, {"arch": arch, "objective": "random", "code_dim": code_dim, "image_shape": list(image_shape),
+                     "feature_dim": feature_dim, "checkpoint": None, "seed": seed}
+
+
+def export_backbone(path: str | Path, out: str | Path) -> dict[str, torch.Tensor]:
+    """Write the backbone's plain state dict (torchvision key names) to ``out``."""
+    from nacvae.checkpoint import atomic_write
+
+    sd = backbone_state_dict(load_checkpoint(path, kind="pretrain"))
+    atomic_write(Path(out), lambda tmp: torch.save(sd, tmp))
+    return sd
