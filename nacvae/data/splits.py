@@ -1,0 +1,106 @@
+"""Evaluation splits for Hamming retrieval.
+
+The paper's CIFAR-10 protocol (after DistillHash): pool the 60,000 train+test images
+(train first, then test), draw 1,000 queries per class at random, keep the other
+50,000 as the gallery, and train the encoder on the first 500 images per class of the
+gallery (in gallery order), 5,000 in all. All indices refer to the pooled dataset.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from nacvae.errors import ConfigError, DataError
+
+__all__ = ["default_queries_per_class", "paper_cifar10_split", "retrieval_split"]
+
+# Queries per class for datasets other than the paper's. Fashion-MNIST keeps the
+# retrieval cost moderate (1,000 queries against a 69,000-image gallery).
+_QUERIES_PER_CLASS = {"cifar10": 1000, "fashion-mnist": 100}
+# Elsewhere: this fraction of the smallest class, at least one image.
+_SMALL_DATASET_FRACTION = 0.1
+
+
+def _check_labels(labels) -> torch.Tensor:
+    labels = torch.as_tensor(labels)
+    if labels.dim() != 1 or labels.numel() == 0:
+        raise DataError("Retrieval splits need a non-empty 1-D tensor of class labels.")
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise DataError(f"Retrieval splits need integer class labels, got dtype {labels.dtype}.")
+    return labels.long().cpu()
+
+
+def retrieval_split(
+    labels: torch.Tensor, queries_per_class: int, train_per_class: int | None, seed: int
+) -> dict[str, torch.Tensor]:
+    """Split a pooled labelled dataset into query, gallery and training indices.
+
+    ``queries_per_class`` images of each class are drawn at random (``torch`` generator
+    seeded with ``seed``, classes in increasing label order) as queries; every other
+    image is in the gallery. ``train`` is the first ``train_per_class`` gallery images
+    of each class in gallery (index) order, or the whole gallery when it is None.
+
+    Returns int64 tensors ``query``, ``gallery`` and ``train``, each sorted.
+    """
+    labels = _check_labels(labels)
+    for name, value in (("queries_per_class", queries_per_class), ("train_per_class", train_per_class)):
+        if value is None and name == "train_per_class":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+    queries_per_class = int(queries_per_class)
+    train_per_class = None if train_per_class is None else int(train_per_class)
+    needed = queries_per_class + (train_per_class or 1)
+
+    generator = torch.Generator().manual_seed(int(seed))
+    is_query = torch.zeros(len(labels), dtype=torch.bool)
+    classes = torch.unique(labels)
+    for c in classes.tolist():
+        members = torch.nonzero(labels == c).flatten()
+        if len(members) < needed:
+            raise ConfigError(
+                f"Class {c} has {len(members)} images but the split needs at least {needed} "
+                f"({queries_per_class} queries and {train_per_class or 1} in the gallery)."
+            )
+        picked = torch.randperm(len(members), generator=generator)[:queries_per_class]
+        is_query[members[picked]] = True
+
+    query = torch.nonzero(is_query).flatten()
+    gallery = torch.nonzero(~is_query).flatten()
+    if train_per_class is None:
+        train = gallery.clone()
+    else:
+        gallery_labels = labels[gallery]
+        keep = torch.zeros(len(gallery), dtype=torch.bool)
+        for c in classes.tolist():
+            keep[torch.nonzero(gallery_labels == c).flatten()[:train_per_class]] = True
+        train = gallery[keep]
+    return {"query": query, "gallery": gallery, "train": train}
+
+
+def paper_cifar10_split(labels: torch.Tensor, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The paper's split of the 60,000 pooled CIFAR-10 labels: 10,000 / 50,000 / 5,000."""
+    labels = _check_labels(labels)
+    if len(labels) != 60_000 or len(torch.unique(labels)) != 10:
+        raise DataError(
+            "The paper's CIFAR-10 split needs the 60,000 pooled train+test labels of 10 classes, "
+            f"got {len(labels)} labels of {len(torch.unique(labels))} classes."
+        )
+    return retrieval_split(labels, queries_per_class=1000, train_per_class=500, seed=seed)
+
+
+def default_queries_per_class(dataset_name: str, labels: torch.Tensor) -> int:
+    """Queries per class for a dataset's retrieval split.
+
+    ``cifar10``: 1,000 (the paper). ``fashion-mnist``: 100. Any other dataset (for
+    example ``digits`` or an image folder): 10% of the smallest class, at least 1.
+    """
+    name = dataset_name.strip().lower().replace("_", "-")
+    if name in ("fashionmnist",):
+        name = "fashion-mnist"
+    if name in _QUERIES_PER_CLASS:
+        return _QUERIES_PER_CLASS[name]
+    labels = _check_labels(labels)
+    smallest = int(torch.unique(labels, return_counts=True)[1].min())
+    return max(1, int(smallest * _SMALL_DATASET_FRACTION))

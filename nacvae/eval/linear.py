@@ -1,0 +1,264 @@
+"""Linear evaluation of a frozen encoder.
+
+Two protocols, both an ``nn.Linear`` trained with SGD (Nesterov momentum 0.9, lr 1.0,
+no weight decay, cosine decay to 0 per step, batch 1000, 100 epochs by default):
+
+- ``train_linear_classifier`` ("fast"): on features computed once from un-augmented
+  images; the common variant in other libraries.
+- ``train_linear_probe_augmented`` ("paper"): the backbone stays frozen in eval mode
+  and each training batch is freshly augmented (RandomResizedCrop + flip) before its
+  features are computed; test images are only normalised.
+
+Features are used as they are, without standardisation, as in the paper. Accuracies
+are fractions in [0, 1]. ``train_accuracy`` is measured on the batches the classifier
+saw during its last epoch (augmented ones in the paper protocol), before each step.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nacvae.errors import ConfigError, DataError, TrainingError
+
+__all__ = ["extract_features", "train_linear_classifier", "train_linear_probe_augmented"]
+
+
+def _check_options(num_classes, epochs, batch_size, lr, momentum, nesterov, weight_decay) -> None:
+    for name, value in (("num_classes", num_classes), ("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+    if num_classes < 2:
+        raise ConfigError(f"A linear probe needs at least 2 classes, got {num_classes}.")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ConfigError(f"The learning rate must be a positive number, got {lr!r}.")
+    if not 0 <= momentum < 1:
+        raise ConfigError(f"momentum must lie in [0, 1), got {momentum!r}.")
+    if nesterov and momentum == 0:
+        raise ConfigError("Nesterov momentum needs a momentum above 0.")
+    if weight_decay < 0:
+        raise ConfigError(f"weight_decay must not be negative, got {weight_decay!r}.")
+
+
+def _check_labels(labels: torch.Tensor, n: int, num_classes: int, name: str) -> torch.Tensor:
+    labels = torch.as_tensor(labels)
+    if labels.dim() != 1 or len(labels) != n:
+        raise DataError(f"{name} must be a 1-D tensor with one label per example ({n}).")
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise DataError(f"{name} must hold integer class ids, got dtype {labels.dtype}.")
+    if n and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(f"{name} must lie in [0, {num_classes - 1}] for {num_classes} classes.")
+    return labels.long()
+
+
+def _check_images(images: torch.Tensor, name: str) -> None:
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
+        raise DataError(f"{name} must be a uint8 tensor of shape [N, C, H, W].")
+    if len(images) == 0:
+        raise DataError(f"{name} must hold at least one image.")
+
+
+def _new_classifier(num_features: int, num_classes: int, generator: torch.Generator) -> nn.Linear:
+    # nn.Linear's default initialisation, drawn from the given generator.
+    layer = nn.Linear(num_features, num_classes)
+    bound = 1.0 / math.sqrt(num_features)
+    with torch.no_grad():
+        layer.weight.uniform_(-bound, bound, generator=generator)
+        layer.bias.uniform_(-bound, bound, generator=generator)
+    return layer
+
+
+def _fit(
+    batch_features: Callable[[torch.Tensor], torch.Tensor],
+    labels: torch.Tensor,
+    num_features: int,
+    num_classes: int,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    momentum: float,
+    nesterov: bool,
+    weight_decay: float,
+    generator: torch.Generator,
+    device,
+) -> tuple[nn.Linear, dict]:
+    """Train the classifier; ``batch_features(indices)`` gives features on ``device``."""
+    classifier = _new_classifier(num_features, num_classes, generator).to(device)
+    optimizer = torch.optim.SGD(
+        classifier.parameters(), lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay
+    )
+    n = len(labels)
+    steps_per_epoch = math.ceil(n / batch_size)
+    total_steps = epochs * steps_per_epoch
+    labels = labels.to(device)
+    step = 0
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=generator)
+        # Kept on the device so that a step never waits for the accelerator.
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        loss_sum = torch.zeros((), device=device)
+        seen = 0
+        for s in range(0, n, batch_size):
+            idx = order[s : s + batch_size]
+            for group in optimizer.param_groups:
+                group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
+            target = labels[idx.to(device)]
+            logits = classifier(batch_features(idx))
+            loss = F.cross_entropy(logits, target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            correct += (logits.argmax(1) == target).sum()
+            loss_sum += loss.detach() * len(idx)
+            seen += len(idx)
+        if not torch.isfinite(loss_sum):
+            raise TrainingError("The linear classifier's loss became non-finite; try a smaller learning rate.")
+    stats = {
+        "train_accuracy": int(correct) / seen,
+        "train_loss": float(loss_sum) / seen,
+        "epochs": epochs,
+        "steps": total_steps,
+        "num_train": n,
+    }
+    return classifier, stats
+
+
+@torch.no_grad()
+def _accuracy(
+    classifier: nn.Linear, features: torch.Tensor, labels: torch.Tensor, batch_size: int, device
+) -> float:
+    correct = 0
+    for s in range(0, len(features), batch_size):
+        logits = classifier(features[s : s + batch_size].to(device))
+        correct += int((logits.argmax(1).cpu() == labels[s : s + batch_size]).sum())
+    return correct / len(features)
+
+
+def train_linear_classifier(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    num_classes: int,
+    epochs: int = 100,
+    batch_size: int = 1000,
+    lr: float = 1.0,
+    momentum: float = 0.9,
+    nesterov: bool = True,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    device="cpu",
+) -> dict:
+    """The "fast" protocol: a linear classifier on precomputed features [N, F].
+
+    Returns a dict with ``train_accuracy``, ``test_accuracy``, ``train_loss``,
+    ``epochs``, ``steps``, ``num_train``, ``num_test``, ``feature_dim`` and
+    ``protocol`` ("fast"). The seed fixes the initialisation and the batch order.
+    """
+    _check_options(num_classes, epochs, batch_size, lr, momentum, nesterov, weight_decay)
+    features = {}
+    for name, x in (("train features", train_features), ("test features", test_features)):
+        x = torch.as_tensor(x)
+        if x.dim() != 2 or len(x) == 0:
+            raise DataError(f"The {name} must be a non-empty tensor of shape [N, F].")
+        if not torch.isfinite(x).all():
+            raise DataError(f"The {name} contain non-finite values.")
+        features[name] = x.float()
+    train_x, test_x = features["train features"], features["test features"]
+    if train_x.shape[1] != test_x.shape[1]:
+        raise DataError(
+            f"Train features have {train_x.shape[1]} dimensions but test features have {test_x.shape[1]}."
+        )
+    train_y = _check_labels(train_labels, len(train_x), num_classes, "train labels")
+    test_y = _check_labels(test_labels, len(test_x), num_classes, "test labels")
+
+    generator = torch.Generator().manual_seed(int(seed))
+    train_on_device = train_x.to(device)
+    classifier, stats = _fit(
+        lambda idx: train_on_device[idx.to(device)],
+        train_y, train_x.shape[1], num_classes, epochs, batch_size, lr, momentum, nesterov,
+        weight_decay, generator, device,
+    )
+    stats["test_accuracy"] = _accuracy(classifier, test_x, test_y.cpu(), batch_size, device)
+    stats.update(num_test=len(test_x), feature_dim=int(train_x.shape[1]), protocol="fast")
+    return stats
+
+
+@torch.no_grad()
+def extract_features(
+    backbone: nn.Module,
+    images_uint8: torch.Tensor,
+    normalize_fn: Callable[[torch.Tensor], torch.Tensor],
+    batch_size: int = 1000,
+    device="cpu",
+) -> torch.Tensor:
+    """Features [N, F] (float, on the CPU) of uint8 images [N, C, H, W].
+
+    The backbone is put in eval mode (and left there); each batch goes through
+    ``normalize_fn`` on the CPU and then to ``device``. Outputs are flattened to [B, F].
+    """
+    _check_images(images_uint8, "images")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    backbone.eval()
+    parts = []
+    for s in range(0, len(images_uint8), batch_size):
+        x = normalize_fn(images_uint8[s : s + batch_size]).to(device)
+        parts.append(torch.flatten(backbone(x), 1).float().cpu())
+    return torch.cat(parts)
+
+
+def train_linear_probe_augmented(
+    backbone: nn.Module,
+    train_images_uint8: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_images_uint8: torch.Tensor,
+    test_labels: torch.Tensor,
+    num_classes: int,
+    augment_fn: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
+    normalize_fn: Callable[[torch.Tensor], torch.Tensor],
+    epochs: int = 100,
+    batch_size: int = 1000,
+    lr: float = 1.0,
+    seed: int = 0,
+    device="cpu",
+    momentum: float = 0.9,
+    nesterov: bool = True,
+    weight_decay: float = 0.0,
+) -> dict:
+    """The "paper" protocol: a linear classifier on a frozen backbone, with augmentation.
+
+    The backbone (already on ``device``) is put in eval mode and left there, so
+    batch-norm statistics do not move, and its features are computed under
+    ``torch.no_grad``; only the classifier is trained. Every training batch
+    is ``augment_fn(uint8_batch, generator)`` (on the CPU, with this function's seeded
+    generator) each time it is drawn; test images go through ``normalize_fn`` only.
+    Returns the same dict as ``train_linear_classifier`` with ``protocol`` "paper".
+    """
+    _check_options(num_classes, epochs, batch_size, lr, momentum, nesterov, weight_decay)
+    _check_images(train_images_uint8, "train images")
+    _check_images(test_images_uint8, "test images")
+    train_y = _check_labels(train_labels, len(train_images_uint8), num_classes, "train labels")
+    test_y = _check_labels(test_labels, len(test_images_uint8), num_classes, "test labels")
+
+    backbone.eval()
+    generator = torch.Generator().manual_seed(int(seed))
+
+    @torch.no_grad()
+    def batch_features(idx: torch.Tensor) -> torch.Tensor:
+        x = augment_fn(train_images_uint8[idx], generator).to(device)
+        return torch.flatten(backbone(x), 1).float()
+
+    test_x = extract_features(backbone, test_images_uint8, normalize_fn, batch_size, device)
+    classifier, stats = _fit(
+        batch_features, train_y, test_x.shape[1], num_classes, epochs, batch_size, lr, momentum,
+        nesterov, weight_decay, generator, device,
+    )
+    stats["test_accuracy"] = _accuracy(classifier, test_x, test_y.cpu(), batch_size, device)
+    stats.update(num_test=len(test_x), feature_dim=int(test_x.shape[1]), protocol="paper")
+    return stats

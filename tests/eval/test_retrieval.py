@@ -1,0 +1,182 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from nacvae.errors import ConfigError, DataError
+from nacvae.eval import retrieval
+from nacvae.eval.retrieval import hamming_distances, mean_average_precision, pack_codes
+
+
+def brute_force_map(q_codes, q_labels, g_codes, g_labels, topk=None, count_empty=False):
+    """Plain-python reference: sort by (distance, index), accumulate AP@R in rank order."""
+    q_codes, g_codes = np.asarray(q_codes) > 0, np.asarray(g_codes) > 0
+    q_labels, g_labels = np.asarray(q_labels), np.asarray(g_labels)
+    depth = len(g_codes) if topk is None else topk
+    aps = []
+    for qi in range(len(q_codes)):
+        dist = (g_codes != q_codes[qi]).sum(axis=1).tolist()
+        order = sorted(range(len(g_codes)), key=lambda j: (dist[j], j))[:depth]
+        if q_labels.ndim == 1:
+            rel = [g_labels[j] == q_labels[qi] for j in order]
+        else:
+            rel = [bool(np.any((g_labels[j] > 0) & (q_labels[qi] > 0))) for j in order]
+        hits, total = 0, 0.0
+        for r, is_rel in enumerate(rel, start=1):
+            if is_rel:
+                hits += 1
+                total += hits / r
+        if hits:
+            aps.append(total / hits)
+        elif count_empty:
+            aps.append(0.0)
+    denominator = len(q_codes) if count_empty else len(aps)
+    return math.fsum(aps) / denominator if denominator else 0.0
+
+
+def random_case(rng, num_q, num_g, bits, classes, multi_label=False):
+    q = rng.integers(0, 2, (num_q, bits)).astype(bool)
+    g = rng.integers(0, 2, (num_g, bits)).astype(bool)
+    if multi_label:
+        ql = (rng.random((num_q, classes)) < 0.25).astype(np.int64)
+        gl = (rng.random((num_g, classes)) < 0.25).astype(np.int64)
+    else:
+        ql = rng.integers(0, classes, num_q)
+        gl = rng.integers(0, classes, num_g)
+    return q, ql, g, gl
+
+
+def test_hand_computed_example():
+    g = np.array([[0, 0], [1, 1], [0, 1], [0, 0]])
+    gl = np.array([1, 0, 1, 0])
+    q = np.array([[0, 0], [1, 1]])
+    ql = np.array([1, 0])
+    # Query 0: order g0 g3 g2 g1 -> relevance 1 0 1 0 -> AP = (1 + 2/3) / 2 = 5/6.
+    # Query 1: order g1 g2 g0 g3 -> relevance 1 0 0 1 -> AP = (1 + 2/4) / 2 = 3/4.
+    assert mean_average_precision(q, ql, g, gl) == pytest.approx(19 / 24, rel=1e-15)
+    assert mean_average_precision(q, ql, g, gl, topk=1) == 1.0
+    assert mean_average_precision(q, ql, g, gl, topk=3) == pytest.approx((5 / 6 + 1) / 2, rel=1e-15)
+
+
+def test_ties_are_broken_by_gallery_index():
+    g = np.zeros((2, 3))
+    q = np.zeros((1, 3))
+    assert mean_average_precision(q, [1], g, [0, 1]) == 0.5
+    assert mean_average_precision(q, [1], g, [1, 0]) == 1.0
+
+
+def test_empty_queries_left_out_or_counted_as_zero():
+    g = np.array([[0, 0], [1, 1], [0, 1]])
+    gl = np.array([0, 1, 0])
+    q = np.array([[0, 0], [1, 1]])
+    ql = np.array([0, 7])  # no item of class 7
+    assert mean_average_precision(q, ql, g, gl) == 1.0
+    assert mean_average_precision(q, ql, g, gl, count_empty=True) == 0.5
+    # Relevant item exists but falls outside the top 1.
+    assert mean_average_precision(q[1:], [0], g, gl, topk=1) == 0.0
+    assert mean_average_precision(q[1:], [0], g, gl, topk=2) == 0.5
+
+
+@pytest.mark.parametrize("bits", [4, 13, 64, 70, 300])
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_matches_brute_force(bits, multi_label):
+    rng = np.random.default_rng(bits + 100 * multi_label)
+    q, ql, g, gl = random_case(rng, 23, 57, bits, classes=4, multi_label=multi_label)
+    for topk in (None, 1, 10, 57):
+        for count_empty in (False, True):
+            expected = brute_force_map(q, ql, g, gl, topk, count_empty)
+            got = mean_average_precision(q, ql, g, gl, topk=topk, count_empty=count_empty)
+            assert got == expected
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 7, 100])
+def test_chunking_does_not_change_the_value(chunk_size):
+    rng = np.random.default_rng(5)
+    q, ql, g, gl = random_case(rng, 31, 40, 4, classes=3)
+    expected = brute_force_map(q, ql, g, gl)
+    assert mean_average_precision(q, ql, g, gl, chunk_size=chunk_size) == expected
+    expected = brute_force_map(q, ql, g, gl, topk=9, count_empty=True)
+    got = mean_average_precision(q, ql, g, gl, topk=9, count_empty=True, chunk_size=chunk_size)
+    assert got == expected
+
+
+def test_threads_do_not_change_the_value():
+    rng = np.random.default_rng(6)
+    q, ql, g, gl = random_case(rng, 40, 300, 8, classes=5)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = mean_average_precision(q, ql, g, gl, chunk_size=3)
+        torch.set_num_threads(2)
+        two = mean_average_precision(q, ql, g, gl, chunk_size=3)
+    finally:
+        torch.set_num_threads(old)
+    assert one == two == brute_force_map(q, ql, g, gl)
+
+
+def test_64_bit_keys(monkeypatch):
+    rng = np.random.default_rng(9)
+    q, ql, g, gl = random_case(rng, 15, 33, 6, classes=3, multi_label=False)
+    expected = brute_force_map(q, ql, g, gl)
+    monkeypatch.setattr(retrieval, "_KEY32_MAX_BITS", 0)
+    assert mean_average_precision(q, ql, g, gl) == expected
+    assert mean_average_precision(q, ql, g, gl, topk=5) == brute_force_map(q, ql, g, gl, topk=5)
+
+
+def test_popcount_table_matches_numpy():
+    words = np.random.default_rng(10).integers(0, 2**63, (7, 3), dtype=np.uint64)
+    words = words * np.uint64(2) + np.uint64(1)  # use the top and bottom bits too
+    expected = np.array([[bin(int(w)).count("1") for w in row] for row in words])
+    assert np.array_equal(retrieval._popcount_table(words), expected)
+    assert np.array_equal(retrieval._popcount(words), expected)
+
+
+def test_input_forms_are_equivalent():
+    rng = np.random.default_rng(7)
+    q, ql, g, gl = random_case(rng, 12, 30, 9, classes=3)
+    reference = mean_average_precision(q, ql, g, gl)
+    signs = lambda b: np.where(b, 1.0, -1.0)
+    assert mean_average_precision(signs(q), ql, signs(g), gl) == reference
+    assert mean_average_precision(torch.from_numpy(q), torch.from_numpy(ql),
+                                  torch.from_numpy(g.astype(np.int64)), torch.from_numpy(gl)) == reference
+    # Single labels as one-hot rows give the same relevance.
+    one_hot = lambda y: np.eye(3, dtype=np.int64)[y]
+    assert mean_average_precision(q, one_hot(ql), g, one_hot(gl)) == reference
+
+
+def test_hamming_distances_and_packing():
+    rng = np.random.default_rng(8)
+    q = rng.integers(0, 2, (5, 77)).astype(bool)
+    g = rng.integers(0, 2, (9, 77)).astype(bool)
+    expected = (q[:, None, :] != g[None, :, :]).sum(-1)
+    dist = hamming_distances(q, g)
+    assert dist.dtype == torch.int64
+    assert torch.equal(dist, torch.from_numpy(expected))
+    packed = pack_codes(q)
+    assert packed.dtype == np.uint64 and packed.shape == (5, 2)
+
+
+@pytest.mark.parametrize("topk", [0, -1, 11, 2.5, True])
+def test_bad_topk(topk):
+    q = np.zeros((2, 4))
+    g = np.zeros((10, 4))
+    with pytest.raises(ConfigError):
+        mean_average_precision(q, [0, 1], g, np.zeros(10, dtype=int), topk=topk)
+
+
+def test_bad_inputs():
+    q = np.zeros((2, 4))
+    g = np.zeros((3, 4))
+    with pytest.raises(ConfigError):
+        mean_average_precision(q, [0, 1], g, [0, 1, 0], chunk_size=0)
+    with pytest.raises(DataError):
+        mean_average_precision(q, [0, 1], np.zeros((3, 5)), [0, 1, 0])
+    with pytest.raises(DataError):
+        mean_average_precision(q, [0, 1], g, [0, 1])
+    with pytest.raises(DataError):
+        mean_average_precision(q, [0, 1], g, np.zeros((3, 2)))
+    with pytest.raises(DataError):
+        mean_average_precision(q, [0.5, 1.0], g, [0.0, 1.0, 0.0])
+    with pytest.raises(DataError):
+        mean_average_precision(np.full((2, 4), np.nan), [0, 1], g, [0, 1, 0])
