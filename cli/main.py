@@ -34,15 +34,21 @@ def _register() -> None:
     from cli.pretrain import pretrain
 
     cli.add_command(pretrain)
-    for module_name, attr in (("cli.evaluate", "eval_group"), ("cli.vae", "vae"), ("cli.reproduce", "reproduce"),
-                              ("cli.export", "export")):
+    for module_name, attr in (("cli.evaluate", "eval_group"), ("cli.vae", "vae"), ("cli.vae", "loglik"),
+                              ("cli.reproduce", "reproduce"), ("cli.export", "export")):
         try:
             module = __import__(module_name, fromlist=[attr])
         except ModuleNotFoundError as exc:
             if exc.name != module_name:
                 raise
             continue
-        cli.add_command(getattr(module, attr))
+        command = getattr(module, attr, None)
+        if command is None:
+            continue
+        if attr == "loglik":  # `nacvae eval loglik` lives beside the VAE command
+            cli.commands["eval"].add_command(command)
+        else:
+            cli.add_command(command)
 
 
 _register()
