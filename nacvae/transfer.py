@@ -51,9 +51,10 @@ def load_encoder(path: str | Path, arch: str | None = None,
 def random_encoder(arch: str, image_shape: tuple[int, int, int], code_dim: int = 128,
                    seed: int = 0) -> tuple[PretrainEncoder, dict[str, Any]]:
     """The randomly initialised baseline: same architecture and heads, no training."""
-    torch.manual_seed(seed)
-    backbone, feature_dim = build_backbone(arch, image_shape[0], image_shape[1])
-    encoder = PretrainEncoder(backbone, feature_dim, code_dim)
+    with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
+        torch.manual_seed(seed)
+        backbone, feature_dim = build_backbone(arch, image_shape[0], image_shape[1])
+        encoder = PretrainEncoder(backbone, feature_dim, code_dim)
     return encoder, {"arch": arch, "objective": "random", "code_dim": code_dim, "image_shape": list(image_shape),
                      "feature_dim": feature_dim, "checkpoint": None, "seed": seed}
 

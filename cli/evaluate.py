@@ -1,0 +1,171 @@
+"""``nacvae eval linear | retrieval | codes``: the paper's downstream evaluations."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import click
+
+
+def _encoder_options(command):
+    """Options shared by every evaluation: what to evaluate, on which data, where."""
+    options = [
+        click.option("--run", type=click.Path(file_okay=False), default=None, help="A pretraining run folder."),
+        click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+                     help="A pretraining checkpoint (for linear: also a plain backbone state dict with --arch)."),
+        click.option("--init", type=click.Choice(["random"]), default=None,
+                     help="Evaluate a randomly initialised encoder (needs --arch): the baseline."),
+        click.option("--arch", default=None,
+                     help="Backbone of the random baseline; with --run/--checkpoint it must match."),
+        click.option("--code-dim", type=int, default=None, help="Code length D of the random baseline [128]."),
+        click.option("--data", default=None,
+                     help="Dataset: digits, fashion-mnist, cifar10 or folder:PATH [the run's; digits for --init]."),
+        click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+                     help="Where datasets live [the run's, else $NACVAE_DATA_DIR or ~/.cache/nacvae/data]."),
+        click.option("--download/--no-download", default=True, show_default=True,
+                     help="Download CIFAR-10 / Fashion-MNIST into --data-dir when they are missing."),
+        click.option("--image-size", type=int, default=None,
+                     help="Side folder images are resized to, for --init random [32]."),
+        click.option("--batch-size", type=int, default=1000, show_default=True, help="Images per batch."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Seed of the random baseline's weights (and of the linear classifier)."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _prepare(opts: dict):
+    """(encoder, meta, data, data_dir, device, image size) from the shared options."""
+    from nacvae.errors import ConfigError
+    from nacvae.eval.downstream import resolve_encoder
+    from nacvae.train.config import resolve_device
+
+    device = resolve_device(opts["device"])
+    encoder, meta, data, data_dir = resolve_encoder(
+        run=opts["run"], checkpoint=opts["checkpoint"], init=opts["init"], arch=opts["arch"],
+        data=opts["data"], data_dir=opts["data_dir"], seed=opts["seed"], code_dim=opts["code_dim"],
+        image_size=opts["image_size"], download=opts["download"])
+    size = int(meta["image_shape"][-1])
+    if opts["image_size"] is not None and opts["image_size"] != size:
+        raise ConfigError(f"The encoder takes {size}x{size} images; --image-size {opts['image_size']} does not match.")
+    return encoder, meta, data, data_dir, device, size
+
+
+def _finish(opts: dict, event: str, meta: dict, result: dict, text: list[str]) -> None:
+    from nacvae.eval.downstream import encoder_summary, record
+
+    full = {**result, **encoder_summary(meta)}
+    full = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in full.items()}
+    if opts["run"] is not None:
+        record(opts["run"], event, full)
+    if opts["as_json"]:
+        click.echo(json.dumps(full))
+    else:
+        click.echo(_source_line(meta))
+        for line in text:
+            click.echo(line)
+
+
+def _source_line(meta: dict) -> str:
+    if meta.get("objective") == "random":
+        return f"Encoder: random {meta['arch']} (seed {meta['seed']}, {meta['code_dim']}-bit projection head)"
+    where = f"run {meta['run']}" if meta.get("run") else meta["checkpoint"]
+    if meta.get("objective") is None:
+        return f"Encoder: {meta['arch']} backbone from {where}"
+    step = f", step {meta['step']}" if "step" in meta else ""
+    unfinished = ", unfinished run" if meta.get("complete") is False else ""
+    return f"Encoder: {meta['objective']} {meta['arch']} from {where}{step}{unfinished}"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+@click.group("eval")
+def eval_group() -> None:
+    """Evaluate a pretrained (or random) encoder: linear probe, Hamming retrieval, code statistics."""
+
+
+@eval_group.command("linear")
+@_encoder_options
+@click.option("--protocol", type=click.Choice(["fast", "paper"]), default="fast", show_default=True,
+              help="fast: features computed once from un-augmented images; paper: every training batch "
+                   "freshly cropped and flipped (method.md §7).")
+@click.option("--epochs", type=int, default=100, show_default=True, help="Classifier training epochs.")
+@click.option("--lr", type=float, default=1.0, show_default=True,
+              help="Peak learning rate (SGD, Nesterov momentum 0.9, per-step cosine).")
+def linear(protocol: str, epochs: int, lr: float, **opts) -> None:
+    """Linear classification on the frozen backbone's features h; train and test top-1."""
+    from nacvae.eval.downstream import evaluate_linear
+
+    encoder, meta, data, data_dir, device, size = _prepare(opts)
+    r = evaluate_linear(encoder, data, data_dir, protocol=protocol, epochs=epochs, batch_size=opts["batch_size"],
+                        lr=lr, seed=opts["seed"], device=device, image_size=size, download=opts["download"])
+    if protocol == "fast":
+        how = "features computed once, no augmentation"
+    else:
+        aug = r["augmentation"]
+        flips = f"flipped with p={aug['flip_p']}" if aug["flip_p"] > 0 else "not flipped"
+        how = f"training batches freshly cropped at scale {aug['crop_scale'][0]}-{aug['crop_scale'][1]}, {flips}"
+    text = [
+        f"Linear probe on {data}, {protocol} protocol ({how})",
+        f"  {r['feature_dim']}-d features h, {r['num_classes']} classes, {r['num_train']} train / "
+        f"{r['num_test']} test images, {r['epochs']} epochs, batch {r['batch_size']}, lr {r['lr']}",
+        f"  train top-1 {_pct(r['train_accuracy'])}   test top-1 {_pct(r['test_accuracy'])}",
+    ]
+    _finish(opts, "eval_linear", meta, r, text)
+
+
+@eval_group.command("retrieval")
+@_encoder_options
+@click.option("--topk", type=int, default=None, help="R in mAP@R [the whole gallery: mAP@all].")
+@click.option("--count-empty", is_flag=True,
+              help="Count queries without a relevant item in the top R as AP 0 (default: leave them out).")
+@click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the query/gallery split.")
+@click.option("--queries-per-class", type=int, default=None,
+              help="Queries drawn per class [cifar10 1000, fashion-mnist 100, else 10% of the smallest class].")
+def retrieval(topk: int | None, count_empty: bool, split_seed: int, queries_per_class: int | None, **opts) -> None:
+    """Hamming-ranking mAP of the codes sgn(a) on the pooled query/gallery split."""
+    from nacvae.errors import ConfigError
+    from nacvae.eval.downstream import evaluate_retrieval
+
+    if topk is not None and topk < 1:
+        raise ConfigError(f"--topk must be a positive integer, got {topk}.")
+    encoder, meta, data, data_dir, device, size = _prepare(opts)
+    r = evaluate_retrieval(encoder, data, data_dir, topk=topk, count_empty=count_empty, seed=split_seed,
+                           queries_per_class=queries_per_class, batch_size=opts["batch_size"], device=device,
+                           image_size=size, download=opts["download"])
+    empty = "counted as 0" if count_empty else "left out"
+    text = [
+        f"Hamming retrieval on {data} ({r['split']} split, seed {r['split_seed']}): "
+        f"{r['num_queries']} queries ({r['queries_per_class']} per class), gallery {r['gallery_size']}",
+        f"  {r['bits']}-bit codes sgn(a); ties by gallery index; queries without a relevant item {empty}",
+        f"  {r['metric']}: {r['map']:.4f}",
+    ]
+    _finish(opts, "eval_retrieval", meta, r, text)
+
+
+@eval_group.command("codes")
+@_encoder_options
+@click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
+def codes(split: str, **opts) -> None:
+    """Spread of the activation codes sgn(a) over a split: the paper's expressivity proxy."""
+    from nacvae.eval.downstream import evaluate_codes
+
+    encoder, meta, data, data_dir, device, size = _prepare(opts)
+    r = evaluate_codes(encoder, data, data_dir, split=split, batch_size=opts["batch_size"], device=device,
+                       image_size=size, download=opts["download"])
+    hamming = r["mean_pairwise_hamming"]
+    hamming_text = "undefined (one image)" if not math.isfinite(hamming) else (
+        f"{hamming:.2f} of {r['code_length']} bits ({_pct(r['mean_pairwise_hamming_fraction'])})")
+    text = [
+        f"Activation codes sgn(a) on {data} {split} ({r['num_codes']} images, {r['code_length']} bits)",
+        f"  distinct codewords {r['distinct_codes']} ({_pct(r['distinct_fraction'])})",
+        f"  mean pairwise Hamming distance {hamming_text}",
+        f"  bit balance {r['bit_balance']:.3f} (mean |p - 0.5| {r['mean_abs_bit_bias']:.3f})",
+    ]
+    _finish(opts, "eval_codes", meta, r, text)
