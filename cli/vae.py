@@ -1,0 +1,106 @@
+"""``nacvae vae`` (train a VAE from a pretrained encoder) and ``nacvae eval loglik``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import click
+
+from nacvae.runs import default_runs_root, new_run_name
+
+
+@click.command()
+@click.option("--data", default="digits", show_default=True,
+              help="Dataset: digits (bundled), fashion-mnist, cifar10, or folder:PATH (a folder of images).")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Where datasets live (default: $NACVAE_DATA_DIR or ~/.cache/nacvae/data).")
+@click.option("--download/--no-download", default=True, show_default=True,
+              help="Download CIFAR-10 / Fashion-MNIST into --data-dir when they are missing.")
+@click.option("--image-size", type=int, default=None,
+              help="Side that folder images are resized to [the encoder's, else 32].")
+@click.option("--init", type=click.Choice(["random", "nac", "simclr", "moco"]), default="random", show_default=True,
+              help="Encoder start: random, or the newest complete pretraining run of that objective for the "
+                   "same dataset (and --arch, when given) under --runs-root.")
+@click.option("--encoder", type=click.Path(), default=None,
+              help="A pretraining checkpoint or run folder to start the encoder from (overrides --init).")
+@click.option("--runs-root", type=click.Path(file_okay=False), default=None,
+              help="Where --init looks for pretraining runs [$NACVAE_RUNS or ./runs].")
+@click.option("--arch", default=None,
+              help="Backbone; must match the encoder's [the encoder's; dataset default for random].")
+@click.option("--likelihood", type=click.Choice(["logistic", "bernoulli"]), default="logistic", show_default=True,
+              help="logistic: discretized logistic over 256 levels; bernoulli: binarised pixels.")
+@click.option("--binarize", type=click.Choice(["threshold", "stochastic"]), default="threshold", show_default=True,
+              help="Binarisation for --likelihood bernoulli: level >= 128, or a fresh draw per step with "
+                   "p = level/255.")
+@click.option("--latent-dim", type=int, default=32, show_default=True, help="Size of z.")
+@click.option("--epochs", type=int, default=None, help="Training epochs [dataset default; 100 for digits].")
+@click.option("--batch-size", type=int, default=None, help="Images per step [128].")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
+@click.option("--kl-warmup-epochs", type=int, default=0, show_default=True,
+              help="Linear annealing of the KL weight from 0 to 1 over this many epochs (0: weight 1 throughout).")
+@click.option("--elbo", type=click.Choice(["meanfield", "trace"]), default="meanfield", show_default=True,
+              help="meanfield: TraceMeanField_ELBO (analytic KL); trace: Trace_ELBO (sampled KL).")
+@click.option("--freeze-encoder", is_flag=True,
+              help="Keep the transferred backbone fixed (eval mode); train heads and decoder.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Random seed; the same seed repeats the run exactly on CPU.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--eval-samples", type=int, default=0, show_default=True,
+              help="If > 0, estimate the test log-likelihood with this many importance samples at the end.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Run folder to create (default: a new folder under $NACVAE_RUNS or ./runs).")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run in --out with its saved configuration.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def vae(out: str | None, resume: bool, quiet: bool, **options) -> None:
+    """Train a Pyro VAE whose encoder starts from a pretrained (or random) backbone."""
+    from nacvae.errors import ConfigError
+    from nacvae.train.vae import resolve_vae_config, train_vae
+
+    if resume and out is None:
+        raise ConfigError("--resume needs --out, the run folder to continue.")
+    data = options.pop("data")
+    cfg = resolve_vae_config(data, **options)
+    if out is None:
+        tag = "encoder" if cfg.encoder is not None else cfg.init
+        out = str(default_runs_root() / new_run_name("vae", data, tag))
+    run = train_vae(cfg, Path(out), resume=resume, progress=not quiet)
+    click.echo(f"Run folder: {run}")
+
+
+@click.command("loglik")
+@click.option("--run", type=click.Path(), default=None, help="A VAE run folder.")
+@click.option("--checkpoint", type=click.Path(), default=None, help="A VAE checkpoint.")
+@click.option("--samples", type=int, default=1000, show_default=True, help="Importance samples K per image.")
+@click.option("--batch-size", type=int, default=100, show_default=True, help="Images per batch.")
+@click.option("--chunk-size", type=int, default=None,
+              help="Importance samples drawn at once [as many as keep memory bounded].")
+@click.option("--num-images", type=int, default=None, help="Evaluate the first N test images [all].")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Where datasets live [the run's].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the importance samples.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def loglik(run, checkpoint, samples, batch_size, chunk_size, num_images, data_dir, seed, device, as_json) -> None:
+    """Importance-weighted test log-likelihood, ELBO, KL and active units of a trained VAE."""
+    from nacvae.train.vae import evaluate_run
+
+    r = evaluate_run(run=run, checkpoint=checkpoint, samples=samples, batch_size=batch_size, chunk_size=chunk_size,
+                     num_images=num_images, seed=seed, device=device, data_dir=data_dir)
+    r = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
+    if as_json:
+        click.echo(json.dumps(r))
+        return
+    encoder = r["init"] if r["encoder_checkpoint"] is None else f"{r['init']} ({r['encoder_checkpoint']})"
+    unfinished = "" if r["complete"] else ", unfinished run"
+    click.echo(f"VAE: {r['run'] or r['checkpoint']}, step {r['step']}{unfinished}")
+    click.echo(f"  encoder init {encoder}, {r['arch']}, {r['likelihood']} likelihood, {r['latent_dim']}-d latent")
+    click.echo(f"Test split of {r['dataset']}: {r['num_images']} images, K = {r['samples']} importance samples")
+    click.echo(f"  log-likelihood  {_num(r['loglik_nats'])} nats/image  ({_num(r['bits_per_dim'], 4)} bits/dim)")
+    click.echo(f"  ELBO            {_num(r['elbo'])} nats/image")
+    click.echo(f"  KL              {_num(r['kl'])} nats/image")
+    click.echo(f"  active units    {r['active_units']} of {r['latent_dim']}")
+
+
+def _num(v, digits: int = 2) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"

@@ -1,0 +1,692 @@
+"""Training a Pyro VAE whose encoder starts from a pretrained (or random) backbone.
+
+data -> q(z|x) (transferred backbone + fresh Gaussian heads) -> decoder p(x|z) -> ELBO.
+
+The encoder comes from ``--init random`` (a seeded, untrained backbone), from the newest
+complete pretraining run of the chosen objective under the runs root, or from an explicit
+``--encoder`` checkpoint / run folder. Only the backbone's weights are copied; the heads
+mu, sigma and the decoder are fresh and, for a given seed, initialised identically
+whatever the backbone, so runs that differ only in ``init`` start from the same heads.
+
+Every random draw is a function of (seed, step): the epoch's shuffle is seeded by
+(seed, epoch), and the step's reparameterisation noise (Pyro's global RNG) and
+stochastic binarisation by (seed, step). A run resumed from its last checkpoint
+therefore ends with the weights of one never interrupted (exactly, on CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from pyro.poutine.messenger import Messenger
+from tqdm import tqdm
+
+from nacvae import __version__
+from nacvae.checkpoint import load_checkpoint, save_checkpoint
+from nacvae.errors import CheckpointError, ConfigError, TrainingError
+from nacvae.models.likelihoods import binarize
+from nacvae.models.vae import LIKELIHOODS, VAE, analytic_kl
+from nacvae.runs import (
+    CHECKPOINT, CONFIG, append_metrics, check_run_dir, create_run_dir, default_runs_root, find_latest_run,
+    iter_runs, read_config, truncate_metrics, write_config,
+)
+
+__all__ = [
+    "VAEConfig", "VAE_DEFAULTS", "INITS", "resolve_vae_config", "validate_vae_config", "resolve_encoder_init",
+    "build_vae", "train_vae", "load_vae", "evaluate_run", "vae_observations",
+]
+
+INITS = ("random", "nac", "simclr", "moco")
+ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
+BINARIZE = ("threshold", "stochastic")
+
+# Per-dataset training defaults; the architecture of the random baseline comes from the
+# pretraining defaults (nacvae.train.config.DATASET_DEFAULTS).
+VAE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "digits": dict(epochs=100, batch_size=128),
+    "fashion-mnist": dict(epochs=50, batch_size=128),
+    "cifar10": dict(epochs=100, batch_size=128),
+    "folder": dict(epochs=100, batch_size=128),
+}
+
+RECON_IMAGES = 32   # test images shown with their reconstructions in TensorBoard
+PRIOR_IMAGES = 64   # prior samples shown in TensorBoard
+_STREAM_SHUFFLE, _STREAM_RANDOM_BACKBONE, _STREAM_PICTURES, _STREAM_TEST = 1, 3, 4, 5
+
+
+@dataclass
+class VAEConfig:
+    data: str = "digits"
+    data_dir: str | None = None
+    download: bool = True
+    image_size: int | None = None      # folders: side images are resized to [the encoder's, else 32]
+    init: str = "random"               # random | nac | simclr | moco
+    encoder: str | None = None         # a pretraining checkpoint or run folder; overrides init
+    runs_root: str | None = None       # where --init looks for pretraining runs [$NACVAE_RUNS or ./runs]
+    arch: str | None = None            # [the encoder's; the dataset's default for random]
+    likelihood: str = "logistic"       # logistic | bernoulli
+    binarize: str = "threshold"        # bernoulli data: threshold at 128, or stochastic per step
+    latent_dim: int = 32
+    decoder_width: int = 64
+    freeze_encoder: bool = False
+    elbo: str = "meanfield"            # meanfield: analytic KL (TraceMeanField_ELBO); trace: Trace_ELBO
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 1e-3
+    kl_warmup_epochs: int = 0          # linear annealing of the KL weight from 0 to 1; 0 = weight 1 throughout
+    seed: int = 0
+    device: str = "auto"
+    log_every: int = 10                # steps
+    checkpoint_every: int = 0          # steps; 0 = at the end of every epoch
+    test_every: int = 1                # epochs between test-set ELBO records; 0 = never
+    image_every: int = 1               # epochs between TensorBoard pictures; 0 = never
+    eval_samples: int = 0              # > 0: importance-weighted log-likelihood on the test split at the end
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "VAEConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def resolve_vae_config(data: str = "digits", **given: Any) -> VAEConfig:
+    """A configuration from the dataset's VAE defaults, overridden by every value given (not None)."""
+    from nacvae.train.config import dataset_family
+
+    family = dataset_family(data)
+    if family not in VAE_DEFAULTS:
+        known = ", ".join([*VAE_DEFAULTS][:-1]) + ", folder:PATH"
+        raise ConfigError(f"Unknown dataset '{data}'; choose one of {known}.")
+    values = dict(VAE_DEFAULTS[family])
+    values.update({k: v for k, v in given.items() if v is not None})
+    cfg = VAEConfig(data=data, **values)
+    validate_vae_config(cfg)
+    return cfg
+
+
+def validate_vae_config(cfg: VAEConfig) -> None:
+    from nacvae.models.backbones import ARCHITECTURES
+
+    def positive_int(name: str, value: Any, least: int = 1) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"--{name} must be an integer of at least {least}, got {value!r}.")
+
+    if cfg.init not in INITS:
+        raise ConfigError(f"Unknown --init '{cfg.init}'; choose one of {', '.join(INITS)}.")
+    if cfg.arch is not None and cfg.arch not in ARCHITECTURES:
+        raise ConfigError(f"Unknown architecture '{cfg.arch}'; choose one of {', '.join(ARCHITECTURES)}.")
+    if cfg.likelihood not in LIKELIHOODS:
+        raise ConfigError(f"Unknown --likelihood '{cfg.likelihood}'; choose one of {', '.join(LIKELIHOODS)}.")
+    if cfg.binarize not in BINARIZE:
+        raise ConfigError(f"Unknown --binarize '{cfg.binarize}'; choose one of {', '.join(BINARIZE)}.")
+    if cfg.elbo not in ELBOS:
+        raise ConfigError(f"Unknown --elbo '{cfg.elbo}'; choose one of {', '.join(ELBOS)}.")
+    positive_int("latent-dim", cfg.latent_dim)
+    positive_int("decoder-width", cfg.decoder_width)
+    positive_int("epochs", cfg.epochs)
+    # batch norm in the backbone needs more than one value per channel
+    positive_int("batch-size", cfg.batch_size, least=2)
+    if not (isinstance(cfg.lr, (int, float)) and math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise ConfigError(f"--lr must be a positive number, got {cfg.lr!r}.")
+    positive_int("kl-warmup-epochs", cfg.kl_warmup_epochs, least=0)
+    positive_int("eval-samples", cfg.eval_samples, least=0)
+    positive_int("log-every", cfg.log_every)
+    positive_int("checkpoint-every", cfg.checkpoint_every, least=0)
+    positive_int("test-every", cfg.test_every, least=0)
+    positive_int("image-every", cfg.image_every, least=0)
+    if cfg.image_size is not None:
+        positive_int("image-size", cfg.image_size)
+
+
+# ------------------------------------------------------------------------ the encoder
+
+
+def _runs_root(cfg: VAEConfig) -> Path:
+    return Path(cfg.runs_root) if cfg.runs_root is not None else default_runs_root()
+
+
+def _describe_pretraining_runs(root: Path, limit: int = 8) -> str:
+    from collections import Counter
+
+    counts = Counter(
+        (f"{c.get('objective')}/{c.get('dataset')}/{c.get('arch')}"
+         + ("" if c.get("status") == "complete" else f" ({c.get('status')})"))
+        for _, c in iter_runs(root) if c.get("kind") == "pretrain"
+    )
+    if not counts:
+        return "none"
+    found = [label if n == 1 else f"{label} x{n}" for label, n in sorted(counts.items())]
+    more = f" and {len(found) - limit} more" if len(found) > limit else ""
+    return ", ".join(found[:limit]) + more
+
+
+def _find_encoder_checkpoint(cfg: VAEConfig) -> tuple[Path, Path | None]:
+    """(checkpoint, run folder or None) of the encoder to transfer; not for ``init="random"``."""
+    if cfg.encoder is not None:
+        path = Path(cfg.encoder)
+        if path.is_dir():
+            if not (path / CONFIG).is_file():
+                raise CheckpointError(f"--encoder {path} is a folder but not a run folder (no {CONFIG}).")
+            kind = read_config(path).get("kind")
+            if kind != "pretrain":
+                raise CheckpointError(f"--encoder {path} is a {kind} run, not a pretraining run.")
+            if not (path / CHECKPOINT).is_file():
+                raise CheckpointError(f"--encoder {path} holds no checkpoint yet.")
+            return path / CHECKPOINT, path
+        if not path.is_file():
+            raise CheckpointError(f"--encoder {path} is neither a checkpoint file nor a run folder.")
+        return path, None
+    root = _runs_root(cfg)
+    match = {"objective": cfg.init, "dataset": cfg.data}
+    if cfg.arch is not None:
+        match["arch"] = cfg.arch
+    run = find_latest_run(root, "pretrain", **match)
+    if run is None:
+        what = f"{cfg.init} pretraining run for {cfg.data}" + (f" with arch {cfg.arch}" if cfg.arch else "")
+        raise ConfigError(
+            f"No complete {what} under {root}; the pretraining runs there are: {_describe_pretraining_runs(root)}."
+        )
+    return run / CHECKPOINT, run
+
+
+def resolve_encoder_init(cfg: VAEConfig, image_shape: tuple[int, int, int] | None = None):
+    """The backbone to start from: ``(backbone, feature_dim, source)``.
+
+    ``source`` describes it (init, objective, checkpoint, run, step, complete, pretraining
+    dataset, arch, image_shape). With ``image_shape`` None the dataset's shape is not
+    checked (the caller does it once the data are loaded).
+    """
+    from nacvae.transfer import load_encoder, random_encoder
+    from nacvae.train.config import DATASET_DEFAULTS, dataset_family
+
+    if cfg.encoder is None and cfg.init == "random":
+        if image_shape is None:
+            raise ConfigError("A random encoder needs the image shape.")
+        arch = cfg.arch
+        if arch is None:
+            family = dataset_family(cfg.data)
+            if family not in DATASET_DEFAULTS:
+                raise ConfigError(f"Unknown dataset '{cfg.data}'; give --arch for the random encoder.")
+            arch = DATASET_DEFAULTS[family]["arch"]
+        seed = _random_backbone_seed(cfg.seed)
+        encoder, meta = random_encoder(arch, tuple(image_shape), seed=seed)
+        source = {"init": "random", "objective": "random", "arch": arch, "checkpoint": None, "run": None,
+                  "step": None, "complete": None, "seed": seed, "image_shape": list(image_shape),
+                  "pretrain_dataset": None}
+        return encoder.backbone, encoder.feature_dim, source
+
+    path, run = _find_encoder_checkpoint(cfg)
+    encoder, meta = load_encoder(path)
+    if cfg.arch is not None and meta["arch"] != cfg.arch:
+        raise ConfigError(f"The encoder {path} is a {meta['arch']} backbone, but --arch {cfg.arch} was asked for.")
+    if image_shape is not None:
+        check_encoder_shape(path, meta["image_shape"], image_shape, cfg.data)
+    source = {"init": meta["objective"], "objective": meta["objective"], "arch": meta["arch"],
+              "checkpoint": str(path), "run": None if run is None else str(run), "step": meta["step"],
+              "complete": meta["complete"], "image_shape": list(meta["image_shape"]),
+              "pretrain_dataset": meta.get("dataset")}
+    return encoder.backbone, encoder.feature_dim, source
+
+
+def check_encoder_shape(path, encoder_shape, image_shape, data: str) -> None:
+    if list(encoder_shape) != list(image_shape):
+        have = "x".join(map(str, encoder_shape))
+        want = "x".join(map(str, image_shape))
+        raise ConfigError(
+            f"The encoder {path} was pretrained on {have} images (channels x height x width), "
+            f"but the {data} images are {want}."
+        )
+
+
+def _random_backbone_seed(seed: int) -> int:
+    # The VAE's own heads are initialised from `seed`; the random backbone gets its own
+    # stream so that those heads are the same for every init.
+    from nacvae.train.pretrain import step_seed
+
+    return step_seed(seed, 0, stream=_STREAM_RANDOM_BACKBONE) % 2**32
+
+
+def build_vae(cfg: VAEConfig, backbone, feature_dim: int, image_shape, mean, std) -> VAE:
+    """The VAE around ``backbone``; the fresh heads and decoder are initialised from ``cfg.seed``."""
+    torch.manual_seed(cfg.seed)
+    return VAE(backbone, feature_dim, image_shape, latent_dim=cfg.latent_dim, likelihood=cfg.likelihood,
+               mean=mean, std=std, freeze_encoder=cfg.freeze_encoder, decoder_width=cfg.decoder_width)
+
+
+# ------------------------------------------------------------------------------- data
+
+
+@dataclass
+class VAEData:
+    train: torch.Tensor  # uint8 [N, C, H, W] on the training device
+    test: torch.Tensor   # uint8 [M, C, H, W]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    image_shape: tuple[int, int, int]
+
+
+def _image_size(cfg: VAEConfig, encoder_shape) -> int | None:
+    from nacvae.data.sources import FOLDER_PREFIX
+
+    if cfg.image_size is not None:
+        return cfg.image_size
+    if cfg.data.startswith(FOLDER_PREFIX) and encoder_shape is not None:
+        return int(encoder_shape[-1])
+    return None
+
+
+def load_vae_data(cfg: VAEConfig, device: torch.device, image_size: int | None) -> VAEData:
+    from nacvae.data import channel_stats, load_dataset
+
+    train = load_dataset(cfg.data, "train", cfg.data_dir, download=cfg.download, image_size=image_size)
+    test = load_dataset(cfg.data, "test", cfg.data_dir, download=cfg.download, image_size=image_size)
+    mean, std = channel_stats(cfg.data, train)
+    if len(train) < cfg.batch_size:
+        raise ConfigError(f"--batch-size {cfg.batch_size} is larger than the {len(train)} training images.")
+    if len(test) < 1:
+        raise ConfigError(f"The {cfg.data} test split is empty.")
+    return VAEData(train.images.to(device), test.images.to(device), tuple(mean), tuple(std), train.image_shape)
+
+
+def _test_observations(images: torch.Tensor, likelihood: str, mode: str, seed: int) -> torch.Tensor:
+    """The test split as observed, on the CPU: stochastic binarisation is drawn once, from the
+    run's seed, so training's test records and ``evaluate_run`` see the same pixels."""
+    from nacvae.train.pretrain import step_seed
+
+    gen = torch.Generator().manual_seed(step_seed(seed, 0, stream=_STREAM_TEST))
+    return vae_observations(images.cpu(), likelihood, mode, gen)
+
+
+def vae_observations(images: torch.Tensor, likelihood: str, mode: str = "threshold",
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """What the model observes: float levels 0..255 (logistic) or {0, 1} pixels (bernoulli)."""
+    if likelihood == "logistic":
+        return images.float()
+    return binarize(images, generator=generator, stochastic=mode == "stochastic")
+
+
+# -------------------------------------------------------------------------- training
+
+
+class _ObjectiveProbe(Messenger):
+    """Scales the latent site by the KL weight and keeps each probed site's (fn, value).
+
+    Scaling ``z`` in both model and guide multiplies log p(z) - log q(z|x) (Trace_ELBO) and
+    the analytic KL (TraceMeanField_ELBO) by the weight, leaving the likelihood term alone.
+    """
+
+    def __init__(self, probe: str, kl_weight: float = 1.0):
+        super().__init__()
+        self.probe, self.kl_weight, self.site = probe, kl_weight, None
+
+    def _process_message(self, msg):
+        if msg["type"] == "sample" and msg["name"] == "z" and self.kl_weight != 1.0:
+            msg["scale"] = self.kl_weight * msg["scale"]
+
+    def _postprocess_message(self, msg):
+        if msg["type"] == "sample" and msg["name"] == self.probe:
+            self.site = (msg["fn"], msg["value"])
+
+
+def _kl_weight(step: int, warmup_steps: int) -> float:
+    return 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
+
+
+def _loss(vae: VAE, elbo, x: torch.Tensor, kl_weight: float):
+    """(loss per image, reconstruction sum, KL sum); the last two are detached, beta = 1."""
+    model_probe, guide_probe = _ObjectiveProbe("x", kl_weight), _ObjectiveProbe("z", kl_weight)
+    loss = elbo.differentiable_loss(model_probe(vae.model), guide_probe(vae.guide), x) / x.shape[0]
+    with torch.no_grad():
+        fn_x, obs = model_probe.site
+        fn_z, _ = guide_probe.site
+        rec = fn_x.log_prob(obs).sum()
+        kl = analytic_kl(fn_z.base_dist.loc, fn_z.base_dist.scale).sum()
+    return loss, rec, kl
+
+
+@torch.no_grad()
+def _test_elbo(vae: VAE, test_x: torch.Tensor, seed: int, batch_size: int = 500) -> dict[str, float]:
+    """Single-sample ELBO on the test split with the VAE in eval mode (own generator: the
+    training RNG streams are untouched)."""
+    gen = torch.Generator(device=test_x.device).manual_seed(seed)
+    was = vae.training
+    vae.eval()
+    rec = kl = 0.0
+    try:
+        for x in test_x.split(batch_size):
+            mu, sigma = vae.encode(x)
+            z = mu + sigma * torch.randn(mu.shape, generator=gen, device=mu.device, dtype=mu.dtype)
+            rec += vae.likelihood_dist(z).log_prob(x).double().sum().item()
+            kl += analytic_kl(mu, sigma).double().sum().item()
+    finally:
+        vae.train(was)
+    n = test_x.shape[0]
+    return {"elbo": (rec - kl) / n, "kl": kl / n, "reconstruction": rec / n}
+
+
+@torch.no_grad()
+def _pictures(vae: VAE, shown: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(prior samples, originals and reconstructions in alternating rows of 8), floats in [0, 1]."""
+    was = vae.training
+    vae.eval()
+    try:
+        gen = torch.Generator(device=shown.device).manual_seed(seed)
+        samples = vae.sample_images(PRIOR_IMAGES, generator=gen)
+        recon = vae.reconstruct(shown)
+    finally:
+        vae.train(was)
+    orig = (shown * (255.0 if vae.likelihood == "bernoulli" else 1.0)).round().to(torch.uint8)
+    rows = []
+    for start in range(0, shown.shape[0], 8):
+        rows += [orig[start:start + 8], recon[start:start + 8]]
+    return samples.float() / 255.0, torch.cat(rows).float() / 255.0
+
+
+def checkpoint_meta(cfg: VAEConfig, data: VAEData, feature_dim: int, source: dict[str, Any], arch: str):
+    return dict(arch=arch, dataset=cfg.data, image_shape=list(data.image_shape), likelihood=cfg.likelihood,
+                binarize=cfg.binarize, latent_dim=cfg.latent_dim, feature_dim=int(feature_dim),
+                decoder_width=cfg.decoder_width, freeze_encoder=cfg.freeze_encoder, init=source["init"],
+                encoder_objective=source["objective"], encoder_checkpoint=source["checkpoint"],
+                encoder_step=source["step"], mean=list(data.mean), std=list(data.std),
+                nacvae_version=__version__)
+
+
+def train_vae(cfg: VAEConfig, out: str | Path, resume: bool = False, progress: bool = True) -> Path:
+    """Train a VAE as ``cfg`` says, writing the run folder ``out``; returns its path.
+
+    With ``resume`` the configuration saved in ``out`` is used and training continues from
+    its last checkpoint (the encoder is not looked up again). Pyro's global param store is
+    left as it was: training runs in a private scope of it.
+    """
+    from nacvae.models.backbones import build_backbone
+    from nacvae.train.config import resolve_device
+
+    out = Path(out)
+    check_run_dir(out, resume)
+    saved = None
+    if resume:
+        saved = read_config(out)
+        if saved.get("kind") != "vae" or "vae" not in saved:
+            raise ConfigError(f"Cannot resume: {out} is a {saved.get('kind')} run, not a VAE run.")
+        cfg = VAEConfig.from_dict(saved["vae"])
+    validate_vae_config(cfg)
+    device = resolve_device(cfg.device)
+
+    if saved is not None:
+        source = saved["encoder"]
+        data = load_vae_data(cfg, device, _image_size(cfg, source.get("image_shape")))
+        arch = saved["arch"]
+        backbone, feature_dim = build_backbone(arch, data.image_shape[0], data.image_shape[1])
+    elif cfg.encoder is None and cfg.init == "random":
+        data = load_vae_data(cfg, device, _image_size(cfg, None))
+        backbone, feature_dim, source = resolve_encoder_init(cfg, data.image_shape)
+    else:
+        backbone, feature_dim, source = resolve_encoder_init(cfg)
+        data = load_vae_data(cfg, device, _image_size(cfg, source["image_shape"]))
+        check_encoder_shape(source["checkpoint"], source["image_shape"], data.image_shape, cfg.data)
+    arch = source["arch"]
+    cfg = dataclasses.replace(cfg, arch=arch)
+
+    with pyro.get_param_store().scope():
+        return _train(cfg, out, resume, progress, device, data, backbone, feature_dim, source, arch)
+
+
+def _train(cfg: VAEConfig, out: Path, resume: bool, progress: bool, device: torch.device, data: VAEData,
+           backbone, feature_dim: int, source: dict[str, Any], arch: str) -> Path:
+    from nacvae.train.pretrain import step_seed
+
+    vae = build_vae(cfg, backbone, feature_dim, data.image_shape, data.mean, data.std).to(device)
+    # The loss comes from Pyro's ELBO objects through `differentiable_loss` and is minimised
+    # with a plain torch optimiser over the module's parameters (rather than SVI with
+    # pyro.optim): the optimiser's state dict makes resuming exact, and the same step would
+    # take data-parallel gradient averaging or autocast without going through the param store.
+    params = [p for p in vae.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    elbo = ELBOS[cfg.elbo]()
+
+    n = data.train.shape[0]
+    steps_per_epoch = n // cfg.batch_size  # the last incomplete batch is dropped
+    total_steps = cfg.epochs * steps_per_epoch
+    warmup_steps = cfg.kl_warmup_epochs * steps_per_epoch
+    checkpoint_every = cfg.checkpoint_every or steps_per_epoch
+    ckpt_path = out / CHECKPOINT
+    meta = checkpoint_meta(cfg, data, feature_dim, source, arch)
+
+    start_step, saved_step = 0, None
+    if resume:
+        ckpt = load_checkpoint(ckpt_path, kind="vae", expect={"arch": arch, "likelihood": cfg.likelihood,
+                                                              "latent_dim": cfg.latent_dim})
+        try:
+            vae.load_state_dict(ckpt["model"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"{ckpt_path} does not hold the weights of this run's VAE.") from exc
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start_step = saved_step = ckpt["step"]
+        del ckpt
+
+    test_x = _test_observations(data.test.cpu(), cfg.likelihood, cfg.binarize, cfg.seed).to(device)
+    shown = test_x[:RECON_IMAGES]
+
+    run_config = {
+        "kind": "vae", "status": "running", "init": source["init"], "encoder": source, "dataset": cfg.data,
+        "arch": arch, "likelihood": cfg.likelihood, "latent_dim": cfg.latent_dim,
+        "image_shape": list(data.image_shape), "feature_dim": int(feature_dim), "mean": list(data.mean),
+        "std": list(data.std), "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
+        "device": str(device), "nacvae_version": __version__, "vae": cfg.to_dict(),
+    }
+    if resume:
+        for event in ("train", "test"):
+            truncate_metrics(out, event, start_step)
+    create_run_dir(out)
+    write_config(out, run_config)
+
+    def save(step: int, complete: bool = False) -> None:
+        nonlocal saved_step
+        model = {k: v.contiguous() for k, v in vae.state_dict().items()}
+        save_checkpoint(ckpt_path, "vae", meta, cfg.to_dict(), model, step, complete,
+                        optimizer=optimizer.state_dict())
+        saved_step = step
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(out / "tb"), purge_step=start_step if resume else None)
+    bar = tqdm(total=total_steps, initial=start_step, disable=not progress, unit="step", dynamic_ncols=True)
+    vae.train()
+    # Accumulated on the device, read at log steps (Pyro's ELBOs read the loss value every
+    # step anyway, but the extra terms need not add syncs).
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, reconstruction, KL (per image)
+    finite = torch.ones((), dtype=torch.bool, device=device)
+    window_steps, window_start = 0, time.perf_counter()
+    epoch_perm: tuple[int, torch.Tensor] | None = None
+    try:
+        # Distribution argument checks are off in the loop: a diverged network then shows
+        # up as a non-finite loss at the next log step instead of an exception mid-step.
+        with pyro.validation_enabled(False), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Encountered NaN")
+            for step in range(start_step, total_steps):
+                epoch, i = divmod(step, steps_per_epoch)
+                if epoch_perm is None or epoch_perm[0] != epoch:
+                    g = torch.Generator().manual_seed(step_seed(cfg.seed, epoch, stream=_STREAM_SHUFFLE))
+                    epoch_perm = (epoch, torch.randperm(n, generator=g).to(device))
+                idx = epoch_perm[1][i * cfg.batch_size:(i + 1) * cfg.batch_size]
+                seed = step_seed(cfg.seed, step)
+                pyro.set_rng_seed(seed % 2**32)  # the guide's reparameterisation noise
+                gen = torch.Generator(device=device).manual_seed(seed) if cfg.binarize == "stochastic" else None
+                x = vae_observations(data.train[idx], cfg.likelihood, cfg.binarize, gen)
+                kl_weight = _kl_weight(step, warmup_steps)
+                loss, rec, kl = _loss(vae, elbo, x, kl_weight)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                b = x.shape[0]
+                sums += torch.stack([loss.detach().double(), rec.double() / b, kl.double() / b])
+                finite &= torch.isfinite(loss.detach())
+                window_steps += 1
+                done = step + 1
+                end_of_epoch = done % steps_per_epoch == 0
+                if done % cfg.log_every == 0 or done % checkpoint_every == 0 or done == total_steps or end_of_epoch:
+                    if not bool(finite):
+                        kept = (f"the last good checkpoint (step {saved_step}) is kept in {ckpt_path.parent}"
+                                if saved_step is not None else "no checkpoint had been written yet")
+                        raise TrainingError(f"The loss became non-finite before step {done}; {kept}.")
+                    loss_m, rec_m, kl_m = (sums / window_steps).tolist()
+                    elapsed = time.perf_counter() - window_start
+                    record = {
+                        "event": "train", "step": done, "epoch": done / steps_per_epoch, "loss": loss_m,
+                        "elbo": rec_m - kl_m, "reconstruction": rec_m, "kl": kl_m, "kl_weight": kl_weight,
+                        "lr": optimizer.param_groups[0]["lr"],
+                        "images_per_s": window_steps * cfg.batch_size / max(elapsed, 1e-9),
+                    }
+                    for key, value in record.items():
+                        if key not in ("event", "step"):
+                            writer.add_scalar(f"train/{key}", value, done)
+                    append_metrics(out, record)
+                    bar.set_postfix(elbo=f"{record['elbo']:.2f}", kl=f"{kl_m:.2f}")
+                    sums.zero_()
+                    window_steps, window_start = 0, time.perf_counter()
+                if end_of_epoch:
+                    _epoch_end(cfg, vae, writer, out, done, epoch + 1, test_x, shown, done == total_steps)
+                if done % checkpoint_every == 0 and done < total_steps:
+                    save(done)
+                bar.update(1)
+        save(total_steps, complete=True)
+    except BaseException as exc:
+        run_config["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        write_config(out, run_config)
+        raise
+    finally:
+        bar.close()
+        writer.close()
+    run_config.update(status="complete", finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    write_config(out, run_config)
+    if cfg.eval_samples > 0:
+        evaluate_run(run=out, samples=cfg.eval_samples, seed=cfg.seed, device=str(device))
+    return out
+
+
+def _epoch_end(cfg: VAEConfig, vae: VAE, writer, out: Path, step: int, epoch: int, test_x: torch.Tensor,
+               shown: torch.Tensor, last: bool) -> None:
+    from nacvae.train.pretrain import step_seed
+
+    if cfg.test_every and (epoch % cfg.test_every == 0 or last):
+        result = _test_elbo(vae, test_x, step_seed(cfg.seed, 0, stream=_STREAM_TEST))
+        for key, value in result.items():
+            writer.add_scalar(f"test/{key}", value, step)
+        append_metrics(out, {"event": "test", "step": step, "epoch": epoch, **result})
+    if cfg.image_every and (epoch % cfg.image_every == 0 or last):
+        samples, recon = _pictures(vae, shown, step_seed(cfg.seed, 0, stream=_STREAM_PICTURES))
+        writer.add_images("images/prior_samples", samples, step)
+        writer.add_images("images/reconstructions", recon, step)
+
+
+# ------------------------------------------------------------------------ evaluation
+
+
+def _vae_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
+    """(checkpoint file, run folder or None) of a VAE run folder or checkpoint."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / CONFIG).is_file():
+            raise CheckpointError(f"{path} is not a nacvae run folder (no {CONFIG}).")
+        kind = read_config(path).get("kind")
+        if kind != "vae":
+            raise CheckpointError(f"{path} is a {kind} run, not a VAE run.")
+        if not (path / CHECKPOINT).is_file():
+            raise CheckpointError(f"The VAE run {path} holds no checkpoint yet.")
+        return path / CHECKPOINT, path
+    if not path.exists():
+        raise CheckpointError(f"No VAE run folder or checkpoint at {path}.")
+    return path, None
+
+
+def load_vae(path: str | Path, device: str | torch.device = "cpu") -> tuple[VAE, dict[str, Any]]:
+    """Rebuild a trained VAE from a VAE run folder or checkpoint; returns ``(vae, meta)``.
+
+    The VAE is in eval mode on ``device``; ``meta`` is the checkpoint's meta plus
+    ``checkpoint``, ``run``, ``step``, ``complete`` and ``config``.
+    """
+    from nacvae.models.backbones import build_backbone
+
+    ckpt_path, run = _vae_checkpoint(path)
+    ckpt = load_checkpoint(ckpt_path, kind="vae")
+    meta = ckpt["meta"]
+    try:
+        c, h, _ = meta["image_shape"]
+        backbone, feature_dim = build_backbone(meta["arch"], c, h)
+        vae = VAE(backbone, feature_dim, meta["image_shape"], latent_dim=meta["latent_dim"],
+                  likelihood=meta["likelihood"], mean=meta["mean"], std=meta["std"],
+                  freeze_encoder=meta.get("freeze_encoder", False), decoder_width=meta.get("decoder_width", 64))
+        vae.load_state_dict(ckpt["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{ckpt_path} does not hold a complete description and weights of a VAE.") from exc
+    info = {**meta, "checkpoint": str(ckpt_path), "run": None if run is None else str(run), "step": ckpt["step"],
+            "complete": ckpt["complete"], "config": ckpt["config"]}
+    return vae.to(device).eval(), info
+
+
+def evaluate_run(run: str | Path | None = None, checkpoint: str | Path | None = None, samples: int = 1000,
+                 batch_size: int = 100, chunk_size: int | None = None, num_images: int | None = None,
+                 seed: int = 0, device: str = "auto", data_dir: str | None = None,
+                 record: bool = True) -> dict[str, Any]:
+    """Importance-weighted test log-likelihood of a trained VAE (``nacvae eval loglik``).
+
+    Give a VAE ``run`` folder or a ``checkpoint``. The first ``num_images`` test images
+    (default all) of the VAE's dataset are evaluated with ``samples`` importance samples
+    each (``evaluate_vae``); randomness is seeded with ``seed``. With a run folder and
+    ``record``, ``{"event": "eval_loglik", ...}`` is appended to its metrics. Returns
+    evaluate_vae's fields plus what identifies the VAE (init, dataset, arch, likelihood,
+    latent_dim, step, ...) and ``seconds``.
+    """
+    from nacvae.data import load_dataset
+    from nacvae.eval.loglik import evaluate_vae
+    from nacvae.train.config import resolve_device
+
+    if (run is None) == (checkpoint is None):
+        raise ConfigError("Give exactly one of --run and --checkpoint.")
+    for name, value, least in (("samples", samples, 1), ("batch-size", batch_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"--{name} must be an integer of at least {least}, got {value!r}.")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ConfigError(f"--chunk-size must be a positive integer, got {chunk_size!r}.")
+    if num_images is not None and (isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1):
+        raise ConfigError(f"--num-images must be a positive integer, got {num_images!r}.")
+    dev = resolve_device(device)
+    vae, meta = load_vae(run if run is not None else checkpoint, dev)
+    cfg = VAEConfig.from_dict(meta["config"]) if isinstance(meta.get("config"), dict) else VAEConfig()
+    size = int(meta["image_shape"][-1])
+    test = load_dataset(meta["dataset"], "test", data_dir if data_dir is not None else cfg.data_dir,
+                        download=cfg.download, image_size=size)
+    if list(test.image_shape) != list(meta["image_shape"]):
+        raise ConfigError(f"The {meta['dataset']} test images are {test.image_shape}, but the VAE models "
+                          f"{tuple(meta['image_shape'])} images.")
+    if num_images is not None and num_images > len(test):
+        raise ConfigError(f"--num-images {num_images} is more than the {len(test)} test images.")
+    x = _test_observations(test.images, meta["likelihood"], meta.get("binarize", "threshold"), cfg.seed)
+    if num_images is not None:
+        x = x[:num_images]
+    pyro.set_rng_seed(int(seed) % 2**32)
+    started = time.perf_counter()
+    result = evaluate_vae(vae, x.to(dev), num_samples=samples, batch_size=batch_size, chunk_size=chunk_size)
+    result.update({
+        "init": meta.get("init"), "dataset": meta["dataset"], "arch": meta["arch"], "likelihood": meta["likelihood"],
+        "latent_dim": meta["latent_dim"], "step": meta["step"], "complete": meta["complete"],
+        "encoder_objective": meta.get("encoder_objective"), "encoder_checkpoint": meta.get("encoder_checkpoint"),
+        "checkpoint": meta["checkpoint"], "run": meta["run"], "seed": int(seed),
+        "seconds": time.perf_counter() - started,
+    })
+    if record and meta["run"] is not None:
+        plain = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.items()}
+        append_metrics(Path(meta["run"]), {"event": "eval_loglik", "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                           **plain})
+    return result
