@@ -216,12 +216,11 @@ def write_figures(results: dict[str, Any], rows: list[dict[str, Any]], out: Path
     for row in rows:
         if row["seed"] != 0:
             continue
-        curve = [(r["epoch"], r["elbo"]) for r in read_metrics(Path(row["vae_run"])) if r.get("event") == "train"
-                 and "elbo" in r]
+        curve = [(r["epoch"], r["elbo"]) for r in read_metrics(Path(row["vae_run"])) if r.get("event") == "test"]
         if curve:
             ax.plot(*zip(*curve), label=row["init"])
     ax.set_xlabel("epoch")
-    ax.set_ylabel("training ELBO per image (nats)")
+    ax.set_ylabel("test ELBO per image (nats)")
     ax.set_title("VAE training from each encoder initialisation (seed 0)")
     ax.legend()
     fig.tight_layout()
