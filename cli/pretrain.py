@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -23,7 +24,9 @@ from nacvae.runs import default_runs_root, new_run_name
               help="NAC's momentum-queue variant (EMA key encoder and a queue of key codes).")
 @click.option("--arch", default=None, help="Backbone: smallconv, resnet18, resnet50, vgg16_bn [dataset default].")
 @click.option("--epochs", type=int, default=None, help="Training epochs [dataset default].")
-@click.option("--batch-size", type=int, default=None, help="Images per step; each is seen in two views [dataset default].")
+@click.option("--batch-size", type=int, default=None,
+              help="Images per step over all processes (under torchrun each takes an equal share); each is seen in "
+                   "two views [dataset default].")
 @click.option("--optimizer", type=click.Choice(["lars", "sgd", "adam"]), default=None, help="[dataset default]")
 @click.option("--lr", type=float, default=None, help="Peak learning rate [dataset default].")
 @click.option("--weight-decay", type=float, default=None, help="[default 1e-6]")
@@ -35,22 +38,40 @@ from nacvae.runs import default_runs_root, new_run_name
 @click.option("--ema", type=float, default=None, help="Key-encoder momentum for MoCo and NAC-momentum [0.99].")
 @click.option("--image-size", type=int, default=None, help="Side that folder images are resized to [32].")
 @click.option("--seed", type=int, default=None, help="Random seed; the same seed repeats the run exactly on CPU [0].")
-@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N [auto].")
+@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N; under torchrun auto, cpu or cuda [auto].")
+@click.option("--amp/--no-amp", default=None,
+              help="bf16 autocast for the encoder (the objectives stay float32) [on for CUDA, off on CPU].")
+@click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the backbone (slow first steps).")
+@click.option("--sync-bn", is_flag=True, default=None,
+              help="Under torchrun on GPUs, batch-norm statistics over the global batch (SyncBatchNorm).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run folder to create (default: a new folder under $NACVAE_RUNS or ./runs).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out with its saved configuration.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def pretrain(out: str | None, resume: bool, quiet: bool, **options) -> None:
-    """Pretrain an encoder with NAC (default), SimCLR or MoCo-v2 and write a run folder."""
-    from nacvae.errors import ConfigError
+def pretrain(out: str | None, resume: bool, quiet: bool, compile_: bool | None, **options) -> None:
+    """Pretrain an encoder with NAC (default), SimCLR or MoCo-v2 and write a run folder.
+
+    Runs on several GPUs or machines when started by torchrun (docs/scaling.md).
+    """
+    from nacvae import distributed
+    from nacvae.errors import ConfigError, NacvaeError
     from nacvae.train.config import resolve_config
     from nacvae.train.pretrain import pretrain as run_pretrain
 
-    if resume and out is None:
-        raise ConfigError("--resume needs --out, the run folder to continue.")
-    data = options.pop("data")
-    cfg = resolve_config(data, **options)
-    if out is None:
-        out = str(default_runs_root() / new_run_name("pretrain", data, cfg.objective + ("-momentum" if cfg.momentum else "")))
-    run = run_pretrain(cfg, Path(out), resume=resume, progress=not quiet)
-    click.echo(f"Run folder: {run}")
+    try:
+        if resume and out is None:
+            raise ConfigError("--resume needs --out, the run folder to continue.")
+        if out is None and distributed.world_size() > 1:
+            raise ConfigError("Under torchrun pass --out, so that every process uses the same run folder.")
+        data = options.pop("data")
+        cfg = resolve_config(data, compile=compile_, **options)
+        if out is None:
+            tag = cfg.objective + ("-momentum" if cfg.momentum else "")
+            out = str(default_runs_root() / new_run_name("pretrain", data, tag))
+        run = run_pretrain(cfg, Path(out), resume=resume, progress=not quiet)
+    except NacvaeError:
+        if not distributed.is_main():
+            sys.exit(2)  # every rank meets the same error; rank 0 reports it
+        raise
+    if distributed.is_main():
+        click.echo(f"Run folder: {run}")

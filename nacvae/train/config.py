@@ -46,6 +46,9 @@ class PretrainConfig:
     l2_weight: float = 0.1
     seed: int = 0
     device: str = "auto"
+    amp: bool | None = None            # bf16 autocast for the encoder; None = on for CUDA, off on CPU
+    compile: bool = False              # torch.compile the backbone(s)
+    sync_bn: bool = False              # SyncBatchNorm across processes under torchrun (CUDA only)
     image_size: int | None = None      # folders only: side the images are resized to
     log_every: int = 10
     checkpoint_every: int = 0          # steps; 0 = at the end of every epoch
@@ -104,6 +107,15 @@ def validate_config(cfg: PretrainConfig) -> None:
         raise ConfigError(f"--ema must lie in [0, 1), got {cfg.ema}.")
     if cfg.subset not in (None, "retrieval"):
         raise ConfigError(f"Unknown --subset '{cfg.subset}'; the only subset is 'retrieval'.")
+
+
+def check_world_size(batch_size: int, world_size: int) -> int:
+    """Images per process: --batch-size is the global batch and must split evenly."""
+    if batch_size % world_size:
+        raise ConfigError(
+            f"--batch-size {batch_size} is the batch over all {world_size} processes and must be a multiple of {world_size}."
+        )
+    return batch_size // world_size
 
 
 def resolve_device(name: str) -> torch.device:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nacvae import distributed
 from nacvae.errors import ConfigError
 from nacvae.models.heads import PretrainEncoder, ema_copy, ema_update
 from nacvae.objectives import (
@@ -20,11 +21,18 @@ OBJECTIVES = ("nac", "simclr", "moco")
 
 
 class Method(nn.Module):
-    """Base: ``loss(x1, x2, generator)`` and ``after_step()`` (for EMA updates)."""
+    """Base: ``loss(x1, x2, generator)`` and ``after_step()`` (for EMA updates).
+
+    Encoders run under bf16 autocast when ``amp_dtype`` is set and take channels-last input
+    when ``channels_last`` is set; their outputs are cast to float32 so that every objective
+    computes in float32.
+    """
 
     encoder: PretrainEncoder
-    gather: Gather | None = None  # set by the distributed launcher
+    gather: Gather | None = None  # set for multi-process training (nacvae.distributed)
     gather_no_grad: Gather | None = None
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = False
 
     def loss(self, x1: torch.Tensor, x2: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (loss, the view-1 code pre-activations a for code statistics)."""
@@ -33,11 +41,27 @@ class Method(nn.Module):
     def after_step(self) -> None:
         pass
 
+    def wrap_encoder(self, wrapper: nn.Module | None) -> None:
+        """Run the trainable encoder through ``wrapper`` (DistributedDataParallel around
+        ``self.encoder``). It is kept out of the module tree, so state dicts keep their keys."""
+        self.__dict__["_encoder_wrapper"] = wrapper
+
+    @property
+    def query_encoder(self) -> nn.Module:
+        wrapper = self.__dict__.get("_encoder_wrapper")
+        return self.encoder if wrapper is None else wrapper
+
     def _encode_pair(self, x1: torch.Tensor, x2: torch.Tensor, encoder: nn.Module):
         b = x1.shape[0]
-        h, a, l = encoder(torch.cat([x1, x2], dim=0))
+        x = torch.cat([x1, x2], dim=0)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None):
+            h, a, l = encoder(x)
+        # Half-precision outputs of autocast become float32; float64 stays float64.
+        as_float = lambda t: t.float() if t is not None and t.element_size() < 4 else t  # noqa: E731
         split = lambda t: (None, None) if t is None else (t[:b], t[b:])  # noqa: E731
-        return split(h), split(a), split(l)
+        return split(as_float(h)), split(as_float(a)), split(as_float(l))
 
     def _all_keys(self, keys: torch.Tensor) -> torch.Tensor:
         return keys if self.gather_no_grad is None else self.gather_no_grad(keys)[0]
@@ -51,7 +75,7 @@ class NAC(Method):
         self.flip_prob = flip_prob
 
     def loss(self, x1, x2, generator):
-        _, (a1, a2), (l1, l2) = self._encode_pair(x1, x2, self.encoder)
+        _, (a1, a2), (l1, l2) = self._encode_pair(x1, x2, self.query_encoder)
         return nac_loss(a1, a2, l1, l2, self.flip_prob, generator=generator, gather=self.gather), a1
 
 
@@ -69,7 +93,7 @@ class NACMomentum(Method):
         self.queue = KeyQueue(queue_size, encoder.code_dim, 1e-3 * torch.randn(queue_size, encoder.code_dim, generator=g))
 
     def loss(self, x1, x2, generator):
-        (h1, h2), (a1, a2), _ = self._encode_pair(x1, x2, self.encoder)
+        (h1, h2), (a1, a2), _ = self._encode_pair(x1, x2, self.query_encoder)
         with torch.no_grad():
             self.key_encoder.train(self.encoder.training)
             _, (ka1, ka2), (kl1, kl2) = self._encode_pair(x1, x2, self.key_encoder)
@@ -96,7 +120,7 @@ class SimCLR(Method):
         self.temperature = temperature
 
     def loss(self, x1, x2, generator):
-        _, (a1, a2), _ = self._encode_pair(x1, x2, self.encoder)
+        _, (a1, a2), _ = self._encode_pair(x1, x2, self.query_encoder)
         return nt_xent(a1, a2, self.temperature, gather=self.gather), a1
 
 
@@ -114,7 +138,7 @@ class MoCo(Method):
         self.queue = KeyQueue(queue_size, encoder.code_dim, init)
 
     def loss(self, x1, x2, generator):
-        _, (q1, q2), _ = self._encode_pair(x1, x2, self.encoder)
+        _, (q1, q2), _ = self._encode_pair(x1, x2, self.query_encoder)
         with torch.no_grad():
             self.key_encoder.train(self.encoder.training)
             _, (k1, k2), _ = self._encode_pair(x1, x2, self.key_encoder)
@@ -139,3 +163,35 @@ def build_method(objective: str, encoder: PretrainEncoder, *, flip_prob: float, 
     if objective == "moco":
         return MoCo(encoder, queue_size, ema, temperature or 0.2, seed)
     raise ConfigError(f"Unknown objective '{objective}'; choose one of {', '.join(OBJECTIVES)}.")
+
+
+def prepare_method(method: Method, device: torch.device, *, amp: bool, compile: bool = False,
+                   sync_bn: bool = False) -> Method:
+    """Speed-ups for the device and, under torchrun, the multi-process wiring.
+
+    Call once the weights are final (after resuming). No step replaces a parameter object,
+    so an optimiser built earlier keeps working.
+    """
+    method.amp_dtype = torch.bfloat16 if amp else None
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes
+        method.channels_last = True
+        method.to(memory_format=torch.channels_last)
+    multi = distributed.is_distributed()
+    if multi and sync_bn:
+        nn.SyncBatchNorm.convert_sync_batchnorm(method)  # key encoders too: same statistics everywhere
+    if compile:
+        for encoder in (method.encoder, getattr(method, "key_encoder", None)):
+            if encoder is not None:
+                encoder.backbone.compile()  # in place: state-dict keys are unchanged
+    if multi:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Only the trainable encoder is synchronised: key encoders follow its (identical)
+        # weights by EMA and queues receive every process's keys, so they stay identical.
+        ddp = DistributedDataParallel(method.encoder, device_ids=[device.index] if device.type == "cuda" else None,
+                                      gradient_as_bucket_view=True)
+        method.wrap_encoder(ddp)
+        method.gather = distributed.gather_with_grad
+        method.gather_no_grad = distributed.gather_no_grad
+    return method

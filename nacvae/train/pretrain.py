@@ -1,8 +1,14 @@
 """The pretraining loop: data -> two augmented views -> encoder -> objective -> checkpoint.
 
-Every random draw is a function of (seed, step): the epoch's shuffle is seeded by
-(seed, epoch) and the augmentation and channel noise of a step by (seed, step). A run
-resumed from any checkpoint therefore replays exactly what an uninterrupted run does.
+Every random draw is a function of (seed, step, rank): the epoch's shuffle is seeded by
+(seed, epoch) and is the same in every process, and the augmentation and channel noise of a
+step by (seed, step, rank). A run resumed from any checkpoint therefore replays exactly what
+an uninterrupted run with the same number of processes does.
+
+Under torchrun (see docs/scaling.md) --batch-size is the global batch: each of the W
+processes takes its contiguous slice of the step's B indices, the encoder is wrapped in
+DistributedDataParallel, and the objectives' negatives (NAC, SimCLR) or queues (MoCo,
+NAC-momentum) see every process's rows. Only rank 0 writes the run folder.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from nacvae import __version__
+from nacvae import __version__, distributed
 from nacvae.checkpoint import load_checkpoint, save_checkpoint
 from nacvae.errors import ConfigError, TrainingError
 from nacvae.models.backbones import build_backbone
@@ -23,14 +29,15 @@ from nacvae.models.heads import PretrainEncoder
 from nacvae.runs import (
     CHECKPOINT, append_metrics, check_run_dir, create_run_dir, read_config, truncate_metrics, write_config,
 )
-from nacvae.train.config import PretrainConfig, resolve_device, validate_config
-from nacvae.train.methods import Method, build_method
+from nacvae.train.config import PretrainConfig, check_world_size, resolve_device, validate_config
+from nacvae.train.methods import Method, build_method, prepare_method
 from nacvae.train.optim import build_optimizer, build_scheduler
 
 
-def step_seed(seed: int, step: int, stream: int = 0) -> int:
-    """A distinct 63-bit seed per (run seed, step, stream), stable across runs."""
-    return (seed * 0x9E3779B97F4A7C15 + step * 0xBF58476D1CE4E5B9 + stream * 0x94D049BB133111EB) % (2**63 - 1)
+def step_seed(seed: int, step: int, stream: int = 0, rank: int = 0) -> int:
+    """A distinct 63-bit seed per (run seed, step, stream, process rank), stable across runs."""
+    mixed = seed * 0x9E3779B97F4A7C15 + step * 0xBF58476D1CE4E5B9 + stream * 0x94D049BB133111EB
+    return (mixed + rank * 0xD6E8FEB86659FD93) % (2**63 - 1)
 
 
 @dataclass
@@ -78,6 +85,17 @@ def checkpoint_meta(cfg: PretrainConfig, image_shape, feature_dim: int) -> dict[
                 nacvae_version=__version__)
 
 
+def train_step(method: Method, optimizer: torch.optim.Optimizer, x1: torch.Tensor, x2: torch.Tensor,
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step; returns the detached (loss, view-1 pre-activations)."""
+    loss, a1 = method.loss(x1, x2, generator)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    method.after_step()
+    return loss.detach(), a1.detach()
+
+
 @torch.no_grad()
 def code_statistics(a: torch.Tensor) -> dict[str, float]:
     bits = a > 0
@@ -92,16 +110,27 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, progres
     """Train an encoder as ``cfg`` says, writing the run folder ``out``; returns its path.
 
     With ``resume`` the configuration saved in ``out`` is used and training continues from
-    its last checkpoint.
+    its last checkpoint. Under torchrun every process calls this; only rank 0 writes.
     """
     out = Path(out)
+    # Checks that need no other process, so that every rank fails alike before any waiting.
     check_run_dir(out, resume)
     if resume:
         saved = read_config(out)
         cfg = PretrainConfig.from_dict(saved["pretrain"])
     validate_config(cfg)
-    device = resolve_device(cfg.device)
-    data = load_pretrain_data(cfg, device)
+    world = distributed.world_size()
+    per_rank = check_world_size(cfg.batch_size, world)
+    requested = resolve_device(cfg.device)
+    if cfg.sync_bn and world > 1 and requested.type != "cuda":
+        raise ConfigError("--sync-bn needs CUDA GPUs, because PyTorch's SyncBatchNorm does not run on CPU.")
+    with distributed.process_group(requested) as device:
+        return _train(cfg, out, resume, progress, device, per_rank)
+
+
+def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device: torch.device, per_rank: int) -> Path:
+    rank, world, main = distributed.rank(), distributed.world_size(), distributed.is_main()
+    data = distributed.agree(lambda: load_pretrain_data(cfg, device), main_first=True)
     method = build_pretrain_method(cfg, data.image_shape).to(device)
 
     n = len(data.images)
@@ -116,30 +145,45 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, progres
 
     start_step = 0
     if resume:
-        ckpt = load_checkpoint(ckpt_path, kind="pretrain", expect={"arch": cfg.arch, "objective": cfg.objective})
+        ckpt = distributed.agree(lambda: load_checkpoint(
+            ckpt_path, kind="pretrain", expect={"arch": cfg.arch, "objective": cfg.objective}))
         method.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         start_step = ckpt["step"]
-        truncate_metrics(out, "train", start_step)
-    create_run_dir(out)
+        del ckpt
+    amp = device.type == "cuda" if cfg.amp is None else cfg.amp
+    prepare_method(method, device, amp=amp, compile=cfg.compile, sync_bn=cfg.sync_bn)
     run_config = {
         "kind": "pretrain", "status": "running", "objective": cfg.objective, "dataset": cfg.data,
         "arch": cfg.arch, "code_dim": cfg.code_dim, "image_shape": list(data.image_shape),
         "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "device": str(device),
-        "nacvae_version": __version__, "pretrain": cfg.to_dict(),
+        "world_size": world, "amp": amp, "nacvae_version": __version__, "pretrain": cfg.to_dict(),
     }
-    write_config(out, run_config)
+
+    def open_run() -> None:
+        if not main:
+            return
+        if resume:
+            truncate_metrics(out, "train", start_step)
+        create_run_dir(out)
+        write_config(out, run_config)
+
+    distributed.agree(open_run)
 
     def save(step: int, complete: bool = False) -> None:
-        save_checkpoint(ckpt_path, "pretrain", meta, cfg.to_dict(), method.state_dict(), step, complete,
+        model = {k: v.contiguous() for k, v in method.state_dict().items()}
+        save_checkpoint(ckpt_path, "pretrain", meta, cfg.to_dict(), model, step, complete,
                         optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict())
 
-    from torch.utils.tensorboard import SummaryWriter
+    writer = None
+    if main:
+        from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(str(out / "tb"), purge_step=start_step if resume else None)
-    bar = tqdm(total=total_steps, initial=start_step, disable=not progress, unit="step", dynamic_ncols=True)
+        writer = SummaryWriter(str(out / "tb"), purge_step=start_step if resume else None)
+    bar = tqdm(total=total_steps, initial=start_step, disable=not (progress and main), unit="step", dynamic_ncols=True)
     method.train()
+    # Accumulated on the device and read only at log steps: no host-device sync per step.
     loss_sum = torch.zeros((), device=device)
     finite = torch.ones((), dtype=torch.bool, device=device)
     window_steps, window_start = 0, time.perf_counter()
@@ -150,57 +194,61 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, progres
             if epoch_perm is None or epoch_perm[0] != epoch:
                 g = torch.Generator().manual_seed(step_seed(cfg.seed, epoch, stream=1))
                 epoch_perm = (epoch, torch.randperm(n, generator=g).to(device))
-            idx = epoch_perm[1][i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            gen = torch.Generator(device=device).manual_seed(step_seed(cfg.seed, step))
-            batch = data.images[idx]
-            x1 = _augment(batch, data, gen)
-            x2 = _augment(batch, data, gen)
-            loss, a1 = method.loss(x1, x2, gen)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            first = i * cfg.batch_size + rank * per_rank
+            idx = epoch_perm[1][first:first + per_rank]
+            gen = torch.Generator(device=device).manual_seed(step_seed(cfg.seed, step, rank=rank))
+            x1, x2 = _two_views(data.images[idx], data, gen)
+            loss, a1 = train_step(method, optimizer, x1, x2, gen)
             scheduler.step()
-            method.after_step()
-            loss_sum += loss.detach()
-            finite &= torch.isfinite(loss.detach())
+            loss_sum += loss
+            finite &= torch.isfinite(loss)
             window_steps += 1
             done = step + 1
             if done % cfg.log_every == 0 or done % checkpoint_every == 0 or done == total_steps:
-                if not bool(finite):
+                # Collectives first, on every rank; then only rank 0 writes.
+                totals = distributed.all_reduce_sum(torch.stack([loss_sum, (~finite).float()])).tolist()
+                codes = distributed.gather_no_grad(a1)[0]
+                if totals[1] > 0:
                     raise TrainingError(
                         f"The loss became non-finite before step {done}; the last good checkpoint is kept in {ckpt_path.parent}."
                     )
                 elapsed = time.perf_counter() - window_start
                 record = {
                     "event": "train", "step": done, "epoch": done / steps_per_epoch,
-                    "loss": (loss_sum / window_steps).item(), "lr": optimizer.param_groups[0]["lr"],
+                    "loss": totals[0] / (window_steps * world), "lr": optimizer.param_groups[0]["lr"],
                     "images_per_s": window_steps * cfg.batch_size / max(elapsed, 1e-9),
-                    **code_statistics(a1.detach()),
+                    **code_statistics(codes),
                 }
-                for key, value in record.items():
-                    if key not in ("event", "step"):
-                        writer.add_scalar(key if "/" in key else f"train/{key}", value, done)
-                append_metrics(out, record)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
+                if main:
+                    for key, value in record.items():
+                        if key not in ("event", "step"):
+                            writer.add_scalar(key if "/" in key else f"train/{key}", value, done)
+                    append_metrics(out, record)
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
+                    if done % checkpoint_every == 0 and done < total_steps:
+                        save(done)
                 loss_sum.zero_()
                 window_steps, window_start = 0, time.perf_counter()
-                if done % checkpoint_every == 0 and done < total_steps:
-                    save(done)
             bar.update(1)
-        save(total_steps, complete=True)
+        if main:
+            save(total_steps, complete=True)
     except BaseException as exc:
-        run_config["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        write_config(out, run_config)
+        if main:
+            run_config["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            write_config(out, run_config)
         raise
     finally:
         bar.close()
-        writer.close()
-    run_config.update(status="complete", finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    write_config(out, run_config)
+        if writer is not None:
+            writer.close()
+    if main:
+        run_config.update(status="complete", finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        write_config(out, run_config)
+    distributed.barrier()  # every rank returns once the run folder is complete
     return out
 
 
-def _augment(batch: torch.Tensor, data: PretrainData, gen: torch.Generator) -> torch.Tensor:
-    from nacvae.data import augment
+def _two_views(batch: torch.Tensor, data: PretrainData, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    from nacvae.data import two_views
 
-    return augment(batch, data.augment, gen)
+    return two_views(batch, data.augment, gen)

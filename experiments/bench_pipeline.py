@@ -1,0 +1,283 @@
+"""Images per second of a full pretraining step: nacvae's pipeline against the usual one.
+
+A step is: two augmented views of a batch, the encoder's forward and backward, the NAC
+loss, the LARS update and the bookkeeping of the training loop.
+
+nacvae        the images are held on the device as uint8 and both views are made there in
+              one batched pass (``nacvae.data.two_views``), exactly as ``nacvae pretrain``
+              does it.
+conventional  a torch DataLoader whose workers apply torchvision's per-image PIL transforms
+              (RandomResizedCrop, horizontal flip, ColorJitter with p = 0.8, RandomGrayscale
+              p = 0.2, ToTensor, Normalize) twice per image; batches are copied to the device.
+
+Both feed the same model, loss and optimiser (one instance, prepared for the device as
+``nacvae pretrain`` prepares it: bf16 autocast and channels-last on CUDA), with the same
+batch size and augmentation parameters, and are timed in the same run in alternating
+rounds, so that a change in the machine's load affects both. The data are synthetic uint8
+images (no download). Each round starts a fresh DataLoader iterator and times it only
+after a few warm-up steps, and shuts its workers down before the other pipeline runs.
+
+    python experiments/bench_pipeline.py --arch smallconv --batch-size 256 --steps 10
+    python experiments/bench_pipeline.py --arch resnet18 --epoch      # one NAC epoch, 50,000 images
+    python experiments/bench_pipeline.py --arch resnet18 --sync-check # CUDA: syncs in one step
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nacvae.data import default_augment, two_views  # noqa: E402
+from nacvae.train.config import PretrainConfig  # noqa: E402
+from nacvae.train.methods import prepare_method  # noqa: E402
+from nacvae.train.optim import build_optimizer  # noqa: E402
+from nacvae.train.pretrain import build_pretrain_method, step_seed, train_step  # noqa: E402
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--arch", default="smallconv", choices=["smallconv", "resnet18", "resnet50"])
+    ap.add_argument("--batch-size", type=int, default=256, help="images per step (each in two views)")
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per pipeline and round")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps before each timed stretch")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of both pipelines; medians are reported")
+    ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    ap.add_argument("--workers", type=int, default=None, help="DataLoader workers [min(8, CPUs)]")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads of the main process [torch's default]")
+    ap.add_argument("--image-size", type=int, default=32)
+    ap.add_argument("--images", type=int, default=50_000, help="synthetic training images")
+    ap.add_argument("--code-dim", type=int, default=128)
+    ap.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast [on for CUDA]")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the backbone")
+    ap.add_argument("--epoch", action="store_true",
+                    help="also time one full NAC epoch over --images images with nacvae's pipeline")
+    ap.add_argument("--sync-check", action="store_true",
+                    help="CUDA only: list the host-device synchronisations of one nacvae step")
+    ap.add_argument("--no-conventional", action="store_true", help="time nacvae's pipeline only")
+    ap.add_argument("--seed", type=int, default=0)
+    return ap.parse_args()
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Bench:
+    """The model, optimiser and data shared by both pipelines."""
+
+    def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
+        self.args, self.device = args, device
+        g = torch.Generator().manual_seed(args.seed)
+        shape = (3, args.image_size, args.image_size)
+        self.images_cpu = torch.randint(0, 256, (args.images, *shape), dtype=torch.uint8, generator=g)
+        self.images = self.images_cpu.to(device)  # nacvae: held on the device once
+        self.augment = default_augment("cifar10", shape, CIFAR_MEAN, CIFAR_STD)
+        cfg = PretrainConfig(data="cifar10", arch=args.arch, code_dim=args.code_dim, objective="nac",
+                             batch_size=args.batch_size, seed=args.seed)
+        self.method = build_pretrain_method(cfg, shape).to(device)
+        params = [p for p in self.method.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer("lars", params, lr=0.1, weight_decay=1e-6)
+        self.amp = device.type == "cuda" if args.amp is None else args.amp
+        prepare_method(self.method, device, amp=self.amp, compile=args.compile)
+        self.method.train()
+        self.step = 0
+        self.loss_sum = torch.zeros((), device=device)
+        self.perm = torch.randperm(args.images, generator=g).to(device)
+
+    def generator(self) -> torch.Generator:
+        return torch.Generator(device=self.device).manual_seed(step_seed(self.args.seed, self.step))
+
+    def train(self, x1: torch.Tensor, x2: torch.Tensor, gen: torch.Generator) -> None:
+        loss, _ = train_step(self.method, self.optimizer, x1, x2, gen)
+        self.loss_sum += loss  # as the loop does: on the device, read only at log steps
+        self.step += 1
+
+    # ------------------------------------------------------------------ nacvae's pipeline
+
+    def nacvae_views(self, i: int, gen: torch.Generator):
+        b = self.args.batch_size
+        start = (i * b) % (self.args.images - b + 1)
+        return two_views(self.images[self.perm[start:start + b]], self.augment, gen)
+
+    def nacvae_steps(self, steps: int, train: bool = True) -> float:
+        """Seconds for ``steps`` steps after the warm-up (augmentation only when ``train`` is false)."""
+        start = time.perf_counter()
+        for i in range(self.args.warmup + steps):
+            if i == self.args.warmup:
+                synchronize(self.device)
+                start = time.perf_counter()
+            gen = self.generator()
+            x1, x2 = self.nacvae_views(self.step + i, gen)
+            if train:
+                self.train(x1, x2, gen)
+        synchronize(self.device)
+        return time.perf_counter() - start
+
+    # -------------------------------------------------------------- conventional pipeline
+
+    def loader(self):
+        from torch.utils.data import DataLoader
+
+        args = self.args
+        dataset = PILTwoViews(self.images_cpu.permute(0, 2, 3, 1).contiguous().numpy(), pil_transform(args.image_size))
+        return DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=args.workers,
+                          pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(args.seed))
+
+    def conventional_steps(self, steps: int, train: bool = True) -> float:
+        batches = iter(self.loader())
+        start = time.perf_counter()
+        for i in range(self.args.warmup + steps):
+            if i == self.args.warmup:
+                synchronize(self.device)
+                start = time.perf_counter()
+            x1, x2 = next(batches)
+            x1, x2 = x1.to(self.device, non_blocking=True), x2.to(self.device, non_blocking=True)
+            if train:
+                self.train(x1, x2, self.generator())
+        synchronize(self.device)
+        seconds = time.perf_counter() - start
+        del batches  # stops the workers before anything else is timed
+        return seconds
+
+
+class PILTwoViews(torch.utils.data.Dataset):
+    def __init__(self, images_hwc: np.ndarray, transform) -> None:
+        self.images, self.transform = images_hwc, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        image = Image.fromarray(self.images[i])
+        return self.transform(image), self.transform(image)
+
+
+def pil_transform(size: int):
+    from torchvision import transforms as T
+
+    return T.Compose([
+        T.RandomResizedCrop(size),
+        T.RandomHorizontalFlip(),
+        T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+        T.RandomGrayscale(p=0.2),
+        T.ToTensor(),
+        T.Normalize(CIFAR_MEAN, CIFAR_STD),
+    ])
+
+
+# ------------------------------------------------------------------------------ reports
+
+
+def sync_check(bench: Bench) -> None:
+    """Runs one nacvae step with CUDA's sync debug mode and lists what synchronised."""
+    if bench.device.type != "cuda":
+        print("sync check: CUDA only, skipped")
+        return
+    bench.nacvae_steps(0)  # cuDNN autotuning and lazy initialisation happen here, not below
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            gen = bench.generator()
+            bench.train(*bench.nacvae_views(0, gen), gen)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    synchronize(bench.device)
+    sites = {}
+    for w in caught:
+        key = f"{Path(w.filename).name}:{w.lineno}"
+        sites[key] = sites.get(key, 0) + 1
+    print(f"sync check: {len(caught)} synchronising call(s) in one step")
+    for site, count in sorted(sites.items()):
+        print(f"  {count:3d}x  {site}")
+
+
+def time_epoch(bench: Bench) -> None:
+    args = bench.args
+    steps = args.images // args.batch_size
+    bench.nacvae_steps(0)  # warm-up (and compilation)
+    synchronize(bench.device)
+    start = time.perf_counter()
+    for i in range(steps):  # the batches of one permutation of all images
+        gen = bench.generator()
+        bench.train(*bench.nacvae_views(i, gen), gen)
+    synchronize(bench.device)
+    seconds = time.perf_counter() - start
+    print(f"\none NAC epoch: {steps} steps x {args.batch_size} images ({steps * args.batch_size} images, two views) "
+          f"in {seconds:.2f} s = {steps * args.batch_size / seconds:,.0f} images/s")
+
+
+def main() -> None:
+    args = parse_args()
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+    if args.workers is None:
+        args.workers = min(8, os.cpu_count() or 1)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.batch_size > args.images:
+        sys.exit("--batch-size must not exceed --images")
+    bench = Bench(args, device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    print(f"device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+          f"{os.cpu_count()} CPUs")
+    print(f"arch {args.arch}, batch {args.batch_size} x 2 views of {args.image_size}x{args.image_size}, "
+          f"amp {'bf16' if bench.amp else 'off'}, channels_last {bench.method.channels_last}, "
+          f"compile {args.compile}, DataLoader workers {args.workers}, {args.steps} timed steps x {args.rounds} rounds")
+    if args.sync_check:
+        sync_check(bench)
+
+    rows: dict[str, list[float]] = {}
+
+    def record(label: str, seconds: float) -> None:
+        rows.setdefault(label, []).append(args.steps * args.batch_size / seconds)
+
+    def conventional() -> None:
+        record("conventional: augmentation only", bench.conventional_steps(args.steps, train=False))
+        record("conventional: full step", bench.conventional_steps(args.steps))
+
+    def nacvae() -> None:
+        record("nacvae: augmentation only", bench.nacvae_steps(args.steps, train=False))
+        record("nacvae: full step", bench.nacvae_steps(args.steps))
+
+    for r in range(args.rounds):
+        # Alternate which pipeline goes first, so that a drifting load favours neither.
+        order = [nacvae] if args.no_conventional else [conventional, nacvae] if r % 2 == 0 else [nacvae, conventional]
+        for run in order:
+            run()
+    float(bench.loss_sum)  # the losses were computed, not skipped
+
+    print(f"\n{'pipeline':34s} {'images/s':>10s} {'ms/step':>9s}   per round (images/s)")
+    for label, values in rows.items():
+        med = statistics.median(values)
+        print(f"{label:34s} {med:10,.0f} {1000 * args.batch_size / med:9.1f}   "
+              + ", ".join(f"{v:,.0f}" for v in values))
+    if not args.no_conventional:
+        ratios = [n / c for n, c in zip(rows["nacvae: full step"], rows["conventional: full step"])]
+        print(f"\nfull step, nacvae / conventional: {statistics.median(ratios):.2f}x (median of rounds: "
+              + ", ".join(f"{r:.2f}" for r in ratios) + ")")
+    if args.epoch:
+        time_epoch(bench)
+
+
+if __name__ == "__main__":
+    main()

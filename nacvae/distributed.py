@@ -1,0 +1,212 @@
+"""One training spread over several processes started by ``torchrun``.
+
+torchrun sets RANK, WORLD_SIZE and LOCAL_RANK (plus MASTER_ADDR / MASTER_PORT) in each
+process's environment. :func:`process_group` joins the default process group (NCCL for
+CUDA, gloo for CPU) and gives each process its device, ``cuda:LOCAL_RANK`` on a GPU
+machine. Every helper here is a no-op in a single process, so the training code calls them
+unconditionally.
+
+Gathering rows across processes: :func:`gather_with_grad` concatenates every rank's rows in
+rank order and sends gradients back to the rank that produced them, summed over the ranks
+whose losses used them. Summing is what makes data-parallel training match one process:
+with W ranks each averaging its own rows, the single-process loss is (1/W) sum_r loss_r;
+rank s's backward yields d(sum_r loss_r)/d(its activations) and DistributedDataParallel
+averages the W parameter gradients, which gives d[(1/W) sum_r loss_r]/d(parameters).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Callable, Iterator, TypeVar
+
+import torch
+import torch.distributed as dist
+
+from nacvae import errors
+from nacvae.errors import ConfigError, NacvaeError
+
+T = TypeVar("T")
+
+__all__ = [
+    "agree", "all_reduce_sum", "barrier", "gather_no_grad", "gather_with_grad", "is_distributed", "is_main",
+    "launched_by_torchrun", "local_rank", "process_group", "rank", "world_size",
+]
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def is_distributed() -> bool:
+    """True inside an initialised process group of more than one process."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    """Size of the process group; before it exists, what torchrun announced (else 1)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", "1")) if launched_by_torchrun() else 1
+
+
+def rank() -> int:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0")) if launched_by_torchrun() else 0
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0")) if launched_by_torchrun() else 0
+
+
+def is_main() -> bool:
+    """Rank 0, the one process that writes files and prints."""
+    return rank() == 0
+
+
+def _pick_device(requested: torch.device) -> torch.device:
+    if requested.type != "cuda":
+        return requested
+    if requested.index is not None:
+        raise ConfigError(
+            f"--device {requested} names one GPU, but under torchrun each process uses cuda:LOCAL_RANK; "
+            "pass --device cuda or auto."
+        )
+    count = torch.cuda.device_count()
+    # The process count of this machine is compared too, so that rank 0 fails (and reports)
+    # with the others; with --virtual-local-rank each process sees one GPU as cuda:0.
+    per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if local_rank() >= count or (count > 1 and per_machine > count):
+        raise ConfigError(
+            f"torchrun started more processes on this machine than it has GPUs ({count}); lower --nproc-per-node."
+        )
+    return torch.device("cuda", local_rank())
+
+
+@contextmanager
+def process_group(requested: torch.device) -> Iterator[torch.device]:
+    """Join the process group when torchrun started this process; yields this process's device.
+
+    ``requested`` is the device the user asked for (``cuda`` without an index, or ``cpu``).
+    A group that already exists (created by the caller) is used and left alone; one created
+    here is destroyed on exit.
+    """
+    if not launched_by_torchrun():
+        yield requested
+        return
+    if dist.is_available() and dist.is_initialized():
+        device = _pick_device(requested)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        yield device
+        return
+    if not dist.is_available():
+        raise ConfigError("This PyTorch build has no torch.distributed, so it cannot run under torchrun.")
+    device = _pick_device(requested)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        try:
+            dist.init_process_group("nccl", device_id=device)  # binds the GPU (PyTorch >= 2.3)
+        except TypeError:
+            dist.init_process_group("nccl")
+    else:
+        dist.init_process_group("gloo")
+    try:
+        yield device
+    finally:
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+class _GatherRows(torch.autograd.Function):
+    """All-gather along dim 0 (equal sizes); backward sums each rank's gradient and keeps
+    the slice of this rank's own rows."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        ctx.rows = t.shape[0]
+        parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, t.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        start = dist.get_rank() * ctx.rows
+        return grad[start:start + ctx.rows]
+
+
+def gather_with_grad(t: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(every rank's ``t`` concatenated in rank order, offset of this rank's rows), with
+    gradients flowing back to each rank's own rows. Every rank must pass the same shape."""
+    if not is_distributed():
+        return t, 0
+    return _GatherRows.apply(t), dist.get_rank() * t.shape[0]
+
+
+@torch.no_grad()
+def gather_no_grad(t: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """As :func:`gather_with_grad`, detached (for queue keys and statistics)."""
+    if not is_distributed():
+        return t, 0
+    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, t.detach().contiguous())
+    return torch.cat(parts, dim=0), dist.get_rank() * t.shape[0]
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum of ``t`` over the ranks (a new tensor; ``t`` itself in a single process)."""
+    if not is_distributed():
+        return t
+    out = t.detach().clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out
+
+
+def _shared_error(error: NacvaeError | None) -> None:
+    """Raise on every rank the first user error any rank met (rank order)."""
+    found: list = [None] * dist.get_world_size()
+    dist.all_gather_object(found, None if error is None else (type(error).__name__, str(error)))
+    first = next((f for f in found if f is not None), None)
+    if first is None:
+        return
+    if error is not None:
+        raise error
+    cls = getattr(errors, first[0], NacvaeError)
+    raise (cls if isinstance(cls, type) and issubclass(cls, NacvaeError) else NacvaeError)(first[1])
+
+
+def agree(fn: Callable[[], T], main_first: bool = False) -> T:
+    """Call ``fn()`` on every rank; a user error (NacvaeError) raised on any rank is raised on
+    all of them, so that none is left waiting in a later collective.
+
+    With ``main_first`` rank 0 calls ``fn`` before the others (for example to download a
+    dataset once).
+    """
+    if not is_distributed():
+        return fn()
+    result: list = [None]
+    error: list[NacvaeError | None] = [None]
+
+    def attempt() -> None:
+        try:
+            result[0] = fn()
+        except NacvaeError as exc:
+            error[0] = exc
+
+    if main_first:
+        if is_main():
+            attempt()
+        _shared_error(error[0])
+        if not is_main():
+            attempt()
+    else:
+        attempt()
+    _shared_error(error[0])
+    return result[0]
