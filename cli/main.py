@@ -31,24 +31,15 @@ def cli() -> None:
 
 
 def _register() -> None:
+    from cli.evaluate import eval_group
+    from cli.export import export
     from cli.pretrain import pretrain
+    from cli.reproduce import reproduce
+    from cli.vae import loglik, vae
 
-    cli.add_command(pretrain)
-    for module_name, attr in (("cli.evaluate", "eval_group"), ("cli.vae", "vae"), ("cli.vae", "loglik"),
-                              ("cli.reproduce", "reproduce"), ("cli.export", "export")):
-        try:
-            module = __import__(module_name, fromlist=[attr])
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        command = getattr(module, attr, None)
-        if command is None:
-            continue
-        if attr == "loglik":  # `nacvae eval loglik` lives beside the VAE command
-            cli.commands["eval"].add_command(command)
-        else:
-            cli.add_command(command)
+    eval_group.add_command(loglik)  # `nacvae eval loglik` lives beside the VAE command
+    for command in (pretrain, eval_group, vae, reproduce, export):
+        cli.add_command(command)
 
 
 _register()

@@ -35,6 +35,8 @@ from nacvae.runs import default_runs_root, new_run_name
 @click.option("--code-dim", type=int, default=None, help="Code length D (projection output size) [128].")
 @click.option("--temperature", type=float, default=None, help="SimCLR / MoCo temperature [0.5 / 0.2].")
 @click.option("--queue-size", type=int, default=None, help="MoCo / NAC-momentum queue length [dataset default].")
+@click.option("--l2-weight", type=float, default=None,
+              help="NAC-momentum L2 penalty on the codes (0.1 for classification, 0 for hashing) [0.1].")
 @click.option("--ema", type=float, default=None, help="Key-encoder momentum for MoCo and NAC-momentum [0.99].")
 @click.option("--image-size", type=int, default=None, help="Side that folder images are resized to [32].")
 @click.option("--seed", type=int, default=None, help="Random seed; the same seed repeats the run exactly on CPU [0].")

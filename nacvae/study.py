@@ -9,7 +9,6 @@ The results are written as JSON and markdown tables, with figures, into the stud
 from __future__ import annotations
 
 import json
-import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -175,7 +174,8 @@ def markdown_table(results: dict[str, Any]) -> str:
     table = results["table"]
     n = max(v["linear_test_accuracy"]["n"] for v in table.values())
     lines = [f"| encoder | {' | '.join(h for _, h, _, _ in COLUMNS)} |", "|---" * (len(COLUMNS) + 1) + "|"]
-    for init, cols in table.items():
+    for init in [i for i in INITS if i in table]:
+        cols = table[init]
         cells = []
         for key, _, fmt, _ in COLUMNS:
             s = cols[key]
@@ -197,18 +197,18 @@ def write_figures(results: dict[str, Any], rows: list[dict[str, Any]], out: Path
     fig_dir = out / "figures"
     fig_dir.mkdir(exist_ok=True)
     table = results["table"]
-    inits = list(table)
+    inits = [i for i in INITS if i in table]  # a fixed order, whatever order JSON gave
     fig, axes = plt.subplots(2, 4, figsize=(16, 7))
+    colours = ["#777777", "#d62728", "#1f77b4", "#2ca02c"]
     for ax, (key, header, _, _) in zip(axes.flat, COLUMNS):
-        means = [table[i][key]["mean"] for i in inits]
-        stds = [table[i][key]["std"] for i in inits]
-        ax.bar(inits, means, yerr=stds, color=["#999999", "#d62728", "#1f77b4", "#2ca02c"][: len(inits)], capsize=4)
+        # Points with error bars, not bars: several measures are negative or far from 0.
+        for i, init in enumerate(inits):
+            s = table[init][key]
+            ax.errorbar([i], [s["mean"]], yerr=[s["std"]], fmt="o", ms=8, capsize=5, color=colours[i % 4])
+        ax.set_xticks(range(len(inits)), inits)
+        ax.set_xlim(-0.5, len(inits) - 0.5)
         ax.set_title(header)
-        finite = [m for m in means if math.isfinite(m)]
-        if finite and key.startswith(("linear", "retrieval", "vae_loglik", "vae_bits")):
-            lo, hi = min(finite), max(finite)
-            pad = (hi - lo) * 0.5 + 1e-9
-            ax.set_ylim(lo - pad, hi + pad)
+        ax.grid(axis="y", alpha=0.3)
     fig.suptitle(results.get("description", ""))
     fig.tight_layout()
     fig.savefig(fig_dir / "summary.png", dpi=100)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -125,9 +126,16 @@ def _normalise_(x: torch.Tensor, mean, std) -> torch.Tensor:
             f"The normalisation mean and std have {len(mean)} values but the images have "
             f"{x.shape[1]} channels."
         )
-    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    m = _constant(tuple(mean), x.dtype, x.device).view(1, -1, 1, 1)
+    s = _constant(tuple(std), x.dtype, x.device).view(1, -1, 1, 1)
     return x.sub_(m).div_(s)
+
+
+@lru_cache(maxsize=64)
+def _constant(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A small constant kept on the device: building it anew each step from a Python list
+    would be a host-to-device copy that waits for the GPU."""
+    return torch.tensor(values, dtype=dtype, device=device)
 
 
 def normalize(
@@ -170,7 +178,7 @@ def _from_hue(h6: torch.Tensor, v: torch.Tensor, chroma: torch.Tensor) -> torch.
     Channel n in (R, G, B) = (5, 3, 1) is v - chroma * clamp(min(k, 4 - k), 0, 1) with
     k = (n + hue) mod 6.
     """
-    n = torch.tensor([5.0, 3.0, 1.0], dtype=h6.dtype, device=h6.device).view(1, 3, 1, 1)
+    n = _constant((5.0, 3.0, 1.0), h6.dtype, h6.device).view(1, 3, 1, 1)
     k = torch.remainder(h6 + n, 6.0)
     ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
     return v - chroma * ramp
@@ -277,9 +285,7 @@ def sample_crops(
         fh, fw = height, int(round(height * ratio[1]))
     else:
         fw, fh = width, height
-    fallback = torch.tensor(
-        [(height - fh) // 2, (width - fw) // 2, fh, fw], dtype=top.dtype, device=device
-    )
+    fallback = _constant(((height - fh) // 2, (width - fw) // 2, fh, fw), top.dtype, device)
     boxes = torch.stack((top, left, h, w), dim=1)
     return torch.where(any_valid.unsqueeze(1), boxes, fallback)
 

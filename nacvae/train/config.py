@@ -103,6 +103,8 @@ def validate_config(cfg: PretrainConfig) -> None:
         raise ConfigError(f"--code-dim must be at least 1, got {cfg.code_dim}.")
     if cfg.queue_size < 1:
         raise ConfigError(f"--queue-size must be at least 1, got {cfg.queue_size}.")
+    if cfg.l2_weight < 0:
+        raise ConfigError(f"--l2-weight must not be negative, got {cfg.l2_weight}.")
     if not 0.0 <= cfg.ema < 1.0:
         raise ConfigError(f"--ema must lie in [0, 1), got {cfg.ema}.")
     if cfg.subset not in (None, "retrieval"):
