@@ -59,7 +59,7 @@ def main() -> None:
     ax1.set_title(f"NAC on {args.data}: noise level sweep")
     fig.tight_layout()
     fig.savefig(out / "sweep.png", dpi=110)
-    print(f"| p | linear top-1 (%) | mAP@all (%) |\n|---|---|---|")
+    print("| p | linear top-1 (%) | mAP@all (%) |\n|---|---|---|")
     for r in results:
         print(f"| {r['p']} | {100 * r['linear_test_accuracy']:.1f} | {100 * r['map']:.1f} |")
 

@@ -4,46 +4,20 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from nacvae.checkpoint import save_checkpoint
 from nacvae.runs import CHECKPOINT, read_metrics
 from nacvae.train.config import resolve_config
 from nacvae.train.pretrain import pretrain
 from nacvae.transfer import export_backbone
+from tests.clitools import assert_clean_failure, nacvae
 
-
-def nacvae(*args):
-    """Runs the click application in-process, as the console script does."""
-    from click.testing import CliRunner
-
-    from cli.main import cli
-
-    result = CliRunner().invoke(cli, [str(a) for a in args], prog_name="nacvae")
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def json_of(result):
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
-
-
-def assert_clean_failure(result, fragment):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    assert fragment in result.stderr, result.stderr
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -8,25 +8,7 @@ import torch
 
 from nacvae.checkpoint import save_checkpoint
 from nacvae.runs import CHECKPOINT
-
-
-def nacvae(*args):
-    """Runs the click application in-process, as the console script does."""
-    from click.testing import CliRunner
-
-    from cli.main import cli
-
-    result = CliRunner().invoke(cli, [str(a) for a in args], prog_name="nacvae")
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
-def assert_clean_failure(result, fragment):
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    assert fragment in result.stderr, result.stderr
-    assert len(lines) <= 3, result.stderr  # click usage errors print a usage line first
+from tests.clitools import assert_clean_failure, nacvae
 
 
 def test_console_entry_point_help_and_version():
@@ -46,11 +28,17 @@ def test_console_entry_point_help_and_version():
     (["--flip-prob", "0"], "--flip-prob must lie strictly between 0 and 0.5"),
     (["--batch-size", "1"], "--batch-size must be at least 2"),
     (["--device", "cuda"] if not torch.cuda.is_available() else ["--device", "tpu"], "device"),
-    (["--objective", "byol"], "Invalid value for '--objective'"),
 ])
 def test_bad_options_fail_cleanly_and_leave_nothing(tmp_path, args, fragment):
     out = tmp_path / "run"
     assert_clean_failure(nacvae("pretrain", "--out", out, "--epochs", "1", *args), fragment)
+    assert not out.exists()
+
+
+def test_click_usage_errors(tmp_path):
+    out = tmp_path / "run"
+    result = nacvae("pretrain", "--out", out, "--objective", "byol")
+    assert_clean_failure(result, "Invalid value for '--objective'", usage_error=True)
     assert not out.exists()
 
 

@@ -4,41 +4,15 @@ import json
 import math
 
 import pytest
-import torch
 
 from nacvae.runs import CHECKPOINT, read_config, read_metrics
 from nacvae.train.config import resolve_config
 from nacvae.train.pretrain import pretrain
+from tests.clitools import assert_clean_failure, nacvae
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 VAE_TINY = ["--epochs", "1", "--batch-size", "256", "--latent-dim", "8", "--quiet"]
-
-
-def nacvae(*args):
-    """Runs the click application in-process, as the console script does."""
-    from click.testing import CliRunner
-
-    from cli.main import cli
-
-    result = CliRunner().invoke(cli, [str(a) for a in args], prog_name="nacvae")
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
-def assert_clean_failure(result, fragment):
-    assert result.exit_code == 2, result.output
-    assert fragment in result.stderr, result.stderr
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and lines[0].endswith("."), result.stderr
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

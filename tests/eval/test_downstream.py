@@ -18,14 +18,7 @@ from nacvae.train.config import resolve_config
 from nacvae.train.pretrain import pretrain
 from nacvae.transfer import export_backbone
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny problems: on a busy machine thread hand-offs cost more than the maths.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

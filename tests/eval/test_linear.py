@@ -5,14 +5,7 @@ import torch.nn as nn
 from nacvae.errors import ConfigError, DataError, TrainingError
 from nacvae.eval.linear import extract_features, train_linear_classifier, train_linear_probe_augmented
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # These problems are tiny: on a busy machine, thread hand-offs cost more than the maths.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def blobs(n_per_class, classes=5, dim=16, seed=0):

@@ -22,17 +22,10 @@ from nacvae.train.vae import (
     build_vae, evaluate_run, load_vae, resolve_encoder_init, resolve_vae_config, train_vae,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = dict(epochs=2, batch_size=256, latent_dim=8)  # 1438 // 256 = 5 steps per epoch
 SHAPE = (1, 8, 8)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny tensors on a shared machine: a single thread avoids OpenMP contention
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _edit_config(run, **values):
