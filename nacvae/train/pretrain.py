@@ -53,6 +53,7 @@ def load_pretrain_data(cfg: PretrainConfig, device: torch.device) -> PretrainDat
     from nacvae.data import channel_stats, default_augment, load_dataset
 
     data = load_dataset(cfg.data, "train", cfg.data_dir, download=cfg.download, image_size=cfg.image_size)
+    # Normalise with the whole train split's statistics even for a subset: evaluation does too.
     mean, std = channel_stats(cfg.data, data)
     images = data.images
     if cfg.subset == "retrieval":
