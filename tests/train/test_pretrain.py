@@ -2,10 +2,8 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -14,6 +12,7 @@ from nacvae.checkpoint import backbone_state_dict, load_checkpoint
 from nacvae.errors import ConfigError, TrainingError
 from nacvae.runs import CHECKPOINT, read_config, read_metrics
 from nacvae.train.config import resolve_config
+from tests.interrupt import kill_mid_run
 from nacvae.train.pretrain import pretrain
 
 TINY = dict(epochs=2, batch_size=256, log_every=2, code_dim=16)
@@ -59,15 +58,7 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
     subprocess.run(_train_command(tmp_path / "whole", epochs) + ["0"], check=True, env=env)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_train_command(killed, epochs) + ["0"], env=env)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if (killed / "metrics.jsonl").exists() and len(read_metrics(killed)) >= 4:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    interrupted_at = load_checkpoint(killed / CHECKPOINT)["step"]
+    interrupted_at = kill_mid_run(_train_command(killed, epochs) + ["0"], killed, env)
     assert 0 < interrupted_at < total, "the run should have been killed mid-way"
     assert read_config(killed)["status"] == "running"
 

@@ -5,10 +5,8 @@ import json
 import math
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -17,6 +15,7 @@ from nacvae.checkpoint import backbone_state_dict, load_checkpoint
 from nacvae.errors import CheckpointError, ConfigError, TrainingError
 from nacvae.runs import CHECKPOINT, read_config, read_metrics
 from nacvae.train.config import resolve_config
+from tests.interrupt import kill_mid_run
 from nacvae.train.pretrain import pretrain
 from nacvae.train.vae import (
     build_vae, evaluate_run, load_vae, resolve_encoder_init, resolve_vae_config, train_vae,
@@ -161,15 +160,7 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
     subprocess.run(_train_command(tmp_path / "whole") + ["0"], check=True, env=env)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_train_command(killed) + ["0"], env=env)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if (killed / "metrics.jsonl").exists() and len(read_metrics(killed)) >= 4:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    interrupted_at = load_checkpoint(killed / CHECKPOINT)["step"]
+    interrupted_at = kill_mid_run(_train_command(killed) + ["0"], killed, env)
     assert 0 < interrupted_at < total, "the run should have been killed mid-way"
     assert read_config(killed)["status"] == "running"
 
