@@ -17,7 +17,10 @@ queries is an exactly rounded sum (``math.fsum``), so the value does not depend 
 chunking or threading and equals a plain loop over the sorted gallery.
 
 How it is fast: codes are packed into 64-bit words and distances come from XOR and
-popcount. Each (query, item) pair then gets one unique integer key
+popcount. With numba installed (a dependency), a compiled kernel ranks each query by a
+counting sort over the ``bits + 1`` possible distances (``hamming_kernel.py``): O(gallery)
+work per query, no comparison sort, queries in parallel. Without it, a numpy path does
+the same with sorting: each (query, item) pair gets one unique integer key
 ``(distance, index, relevant)`` packed into 32 bits where it fits, so one plain sort
 per query gives the ranking with ties already broken by index and the relevance bit
 already in place; no float score matrix, no argsort and no gather are needed. Queries
@@ -36,6 +39,7 @@ import numpy as np
 import torch
 
 from nacvae.errors import ConfigError, DataError
+from nacvae.eval import hamming_kernel
 
 __all__ = ["hamming_distances", "mean_average_precision", "pack_codes"]
 
@@ -180,6 +184,7 @@ def mean_average_precision(
     topk: int | None = None,
     count_empty: bool = False,
     chunk_size: int | None = None,
+    backend: str = "auto",
 ) -> float:
     """mAP@topk of Hamming ranking (see the module docstring for the exact rules).
 
@@ -190,7 +195,10 @@ def mean_average_precision(
         topk: R in AP@R; None ranks the whole gallery (mAP@all).
         count_empty: count queries without a relevant item in the top R as AP 0
             instead of leaving them out. If all are left out the result is 0.0.
-        chunk_size: queries per chunk; None picks it from ``MEMORY_BUDGET_BYTES``.
+        chunk_size: queries per chunk of the numpy path; None picks it from
+            ``MEMORY_BUDGET_BYTES``.
+        backend: "numba" (the compiled counting-sort kernel), "numpy" (sorting), or
+            "auto" (numba when it is installed). All give the same value.
     """
     q_bits = code_bits(query_codes, "query codes")
     g_bits = code_bits(gallery_codes, "gallery codes")
@@ -210,6 +218,22 @@ def mean_average_precision(
     _check_count(depth, "topk", upper=num_g)
     if chunk_size is not None:
         _check_count(chunk_size, "chunk_size")
+    if backend not in ("auto", "numba", "numpy"):
+        raise ConfigError(f"backend must be 'auto', 'numba' or 'numpy', got {backend!r}.")
+    if backend == "numba" and not hamming_kernel.available():
+        raise ConfigError("backend 'numba' was asked for but numba is not installed (pip install numba).")
+    workers = max(1, torch.get_num_threads())
+
+    if backend != "numpy" and hamming_kernel.available():
+        if g_lab.multi_hot:
+            q_lab_words, g_lab_words = q_lab.values, g_lab.values
+        else:
+            q_lab_words, g_lab_words = q_lab.values[:, None], g_lab.values[:, None]
+        sums, found = hamming_kernel.precision_sums(
+            pack_codes(q_bits), pack_codes(g_bits), q_lab_words, g_lab_words,
+            g_lab.multi_hot, depth, num_bits, workers,
+        )
+        return _mean_ap(sums, found, count_empty)
 
     q_words = pack_codes(q_bits)
     g_words_t = np.ascontiguousarray(pack_codes(g_bits).T)
@@ -224,7 +248,6 @@ def mean_average_precision(
     dist_shift = key_dtype(index_bits + 1)
     dist_dtype = _distance_dtype(num_bits)
 
-    workers = max(1, torch.get_num_threads())
     if chunk_size is None:
         bytes_per_pair = 8 + 2 * np.dtype(key_dtype).itemsize + 4
         chunk_size = MEMORY_BUDGET_BYTES // (workers * bytes_per_pair * num_g)
@@ -274,7 +297,11 @@ def mean_average_precision(
     for (rows, _), (chunk_sums, chunk_found) in zip(chunks, parts):
         sums[rows] = chunk_sums
         found[rows] = chunk_found
+    return _mean_ap(sums, found, count_empty)
 
+
+def _mean_ap(sums: np.ndarray, found: np.ndarray, count_empty: bool) -> float:
+    num_q = len(sums)
     nonempty = found > 0
     ap = sums[nonempty] / found[nonempty]
     denominator = num_q if count_empty else int(nonempty.sum())

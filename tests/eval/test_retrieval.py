@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from nacvae.errors import ConfigError, DataError
-from nacvae.eval import retrieval
+from nacvae.eval import hamming_kernel, retrieval
 from nacvae.eval.retrieval import hamming_distances, mean_average_precision, pack_codes
 
 
@@ -35,6 +35,10 @@ def brute_force_map(q_codes, q_labels, g_codes, g_labels, topk=None, count_empty
     return math.fsum(aps) / denominator if denominator else 0.0
 
 
+# Both ranking paths must give bit-identical values.
+BACKENDS = ["numba", "numpy"]
+
+
 def random_case(rng, num_q, num_g, bits, classes, multi_label=False):
     q = rng.integers(0, 2, (num_q, bits)).astype(bool)
     g = rng.integers(0, 2, (num_g, bits)).astype(bool)
@@ -47,46 +51,50 @@ def random_case(rng, num_q, num_g, bits, classes, multi_label=False):
     return q, ql, g, gl
 
 
-def test_hand_computed_example():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_hand_computed_example(backend):
     g = np.array([[0, 0], [1, 1], [0, 1], [0, 0]])
     gl = np.array([1, 0, 1, 0])
     q = np.array([[0, 0], [1, 1]])
     ql = np.array([1, 0])
     # Query 0: order g0 g3 g2 g1 -> relevance 1 0 1 0 -> AP = (1 + 2/3) / 2 = 5/6.
     # Query 1: order g1 g2 g0 g3 -> relevance 1 0 0 1 -> AP = (1 + 2/4) / 2 = 3/4.
-    assert mean_average_precision(q, ql, g, gl) == pytest.approx(19 / 24, rel=1e-15)
-    assert mean_average_precision(q, ql, g, gl, topk=1) == 1.0
-    assert mean_average_precision(q, ql, g, gl, topk=3) == pytest.approx((5 / 6 + 1) / 2, rel=1e-15)
+    assert mean_average_precision(q, ql, g, gl, backend=backend) == pytest.approx(19 / 24, rel=1e-15)
+    assert mean_average_precision(q, ql, g, gl, topk=1, backend=backend) == 1.0
+    assert mean_average_precision(q, ql, g, gl, topk=3, backend=backend) == pytest.approx((5 / 6 + 1) / 2, rel=1e-15)
 
 
-def test_ties_are_broken_by_gallery_index():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ties_are_broken_by_gallery_index(backend):
     g = np.zeros((2, 3))
     q = np.zeros((1, 3))
-    assert mean_average_precision(q, [1], g, [0, 1]) == 0.5
-    assert mean_average_precision(q, [1], g, [1, 0]) == 1.0
+    assert mean_average_precision(q, [1], g, [0, 1], backend=backend) == 0.5
+    assert mean_average_precision(q, [1], g, [1, 0], backend=backend) == 1.0
 
 
-def test_empty_queries_left_out_or_counted_as_zero():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_queries_left_out_or_counted_as_zero(backend):
     g = np.array([[0, 0], [1, 1], [0, 1]])
     gl = np.array([0, 1, 0])
     q = np.array([[0, 0], [1, 1]])
     ql = np.array([0, 7])  # no item of class 7
-    assert mean_average_precision(q, ql, g, gl) == 1.0
-    assert mean_average_precision(q, ql, g, gl, count_empty=True) == 0.5
+    assert mean_average_precision(q, ql, g, gl, backend=backend) == 1.0
+    assert mean_average_precision(q, ql, g, gl, count_empty=True, backend=backend) == 0.5
     # Relevant item exists but falls outside the top 1.
-    assert mean_average_precision(q[1:], [0], g, gl, topk=1) == 0.0
-    assert mean_average_precision(q[1:], [0], g, gl, topk=2) == 0.5
+    assert mean_average_precision(q[1:], [0], g, gl, topk=1, backend=backend) == 0.0
+    assert mean_average_precision(q[1:], [0], g, gl, topk=2, backend=backend) == 0.5
 
 
 @pytest.mark.parametrize("bits", [4, 13, 64, 70, 300])
 @pytest.mark.parametrize("multi_label", [False, True])
-def test_matches_brute_force(bits, multi_label):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_matches_brute_force(bits, multi_label, backend):
     rng = np.random.default_rng(bits + 100 * multi_label)
     q, ql, g, gl = random_case(rng, 23, 57, bits, classes=4, multi_label=multi_label)
     for topk in (None, 1, 10, 57):
         for count_empty in (False, True):
             expected = brute_force_map(q, ql, g, gl, topk, count_empty)
-            got = mean_average_precision(q, ql, g, gl, topk=topk, count_empty=count_empty)
+            got = mean_average_precision(q, ql, g, gl, topk=topk, count_empty=count_empty, backend=backend)
             assert got == expected
 
 
@@ -95,21 +103,22 @@ def test_chunking_does_not_change_the_value(chunk_size):
     rng = np.random.default_rng(5)
     q, ql, g, gl = random_case(rng, 31, 40, 4, classes=3)
     expected = brute_force_map(q, ql, g, gl)
-    assert mean_average_precision(q, ql, g, gl, chunk_size=chunk_size) == expected
+    assert mean_average_precision(q, ql, g, gl, chunk_size=chunk_size, backend="numpy") == expected
     expected = brute_force_map(q, ql, g, gl, topk=9, count_empty=True)
-    got = mean_average_precision(q, ql, g, gl, topk=9, count_empty=True, chunk_size=chunk_size)
+    got = mean_average_precision(q, ql, g, gl, topk=9, count_empty=True, chunk_size=chunk_size, backend="numpy")
     assert got == expected
 
 
-def test_threads_do_not_change_the_value():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_threads_do_not_change_the_value(backend):
     rng = np.random.default_rng(6)
     q, ql, g, gl = random_case(rng, 40, 300, 8, classes=5)
     old = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = mean_average_precision(q, ql, g, gl, chunk_size=3)
+        one = mean_average_precision(q, ql, g, gl, chunk_size=3, backend=backend)
         torch.set_num_threads(2)
-        two = mean_average_precision(q, ql, g, gl, chunk_size=3)
+        two = mean_average_precision(q, ql, g, gl, chunk_size=3, backend=backend)
     finally:
         torch.set_num_threads(old)
     assert one == two == brute_force_map(q, ql, g, gl)
@@ -120,8 +129,19 @@ def test_64_bit_keys(monkeypatch):
     q, ql, g, gl = random_case(rng, 15, 33, 6, classes=3, multi_label=False)
     expected = brute_force_map(q, ql, g, gl)
     monkeypatch.setattr(retrieval, "_KEY32_MAX_BITS", 0)
-    assert mean_average_precision(q, ql, g, gl) == expected
-    assert mean_average_precision(q, ql, g, gl, topk=5) == brute_force_map(q, ql, g, gl, topk=5)
+    assert mean_average_precision(q, ql, g, gl, backend="numpy") == expected
+    assert mean_average_precision(q, ql, g, gl, topk=5, backend="numpy") == brute_force_map(q, ql, g, gl, topk=5)
+
+
+def test_auto_backend_is_the_compiled_kernel(monkeypatch):
+    assert hamming_kernel.available()
+    calls = []
+    original = hamming_kernel.precision_sums
+    monkeypatch.setattr(hamming_kernel, "precision_sums", lambda *a: calls.append(1) or original(*a))
+    rng = np.random.default_rng(11)
+    q, ql, g, gl = random_case(rng, 5, 9, 8, classes=2)
+    assert mean_average_precision(q, ql, g, gl) == brute_force_map(q, ql, g, gl)
+    assert calls == [1]
 
 
 def test_popcount_table_matches_numpy():
@@ -132,17 +152,18 @@ def test_popcount_table_matches_numpy():
     assert np.array_equal(retrieval._popcount(words), expected)
 
 
-def test_input_forms_are_equivalent():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_input_forms_are_equivalent(backend):
     rng = np.random.default_rng(7)
     q, ql, g, gl = random_case(rng, 12, 30, 9, classes=3)
-    reference = mean_average_precision(q, ql, g, gl)
+    reference = mean_average_precision(q, ql, g, gl, backend=backend)
     signs = lambda b: np.where(b, 1.0, -1.0)
-    assert mean_average_precision(signs(q), ql, signs(g), gl) == reference
+    assert mean_average_precision(signs(q), ql, signs(g), gl, backend=backend) == reference
     assert mean_average_precision(torch.from_numpy(q), torch.from_numpy(ql),
-                                  torch.from_numpy(g.astype(np.int64)), torch.from_numpy(gl)) == reference
+                                  torch.from_numpy(g.astype(np.int64)), torch.from_numpy(gl), backend=backend) == reference
     # Single labels as one-hot rows give the same relevance.
     one_hot = lambda y: np.eye(3, dtype=np.int64)[y]
-    assert mean_average_precision(q, one_hot(ql), g, one_hot(gl)) == reference
+    assert mean_average_precision(q, one_hot(ql), g, one_hot(gl), backend=backend) == reference
 
 
 def test_hamming_distances_and_packing():
@@ -170,6 +191,8 @@ def test_bad_inputs():
     g = np.zeros((3, 4))
     with pytest.raises(ConfigError):
         mean_average_precision(q, [0, 1], g, [0, 1, 0], chunk_size=0)
+    with pytest.raises(ConfigError):
+        mean_average_precision(q, [0, 1], g, [0, 1, 0], backend="cuda")
     with pytest.raises(DataError):
         mean_average_precision(q, [0, 1], np.zeros((3, 5)), [0, 1, 0])
     with pytest.raises(DataError):
