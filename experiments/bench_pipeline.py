@@ -10,6 +10,10 @@ conventional  a torch DataLoader whose workers apply torchvision's per-image PIL
               (RandomResizedCrop, horizontal flip, ColorJitter with p = 0.8, RandomGrayscale
               p = 0.2, ToTensor, Normalize) twice per image; batches are copied to the device.
 
+``--data`` picks the image shape, normalisation and augmentation parameters of a dataset
+(cifar10: 3x32x32, fashion-mnist: 1x28x28, digits: 1x8x8); both pipelines use the same
+parameters (crop scale and ratio, flip, jitter, grayscale probabilities).
+
 Both feed the same model, loss and optimiser (one instance, prepared for the device as
 ``nacvae pretrain`` prepares it: bf16 autocast and channels-last on CUDA), with the same
 batch size and augmentation parameters, and are timed in the same run in alternating
@@ -18,6 +22,7 @@ images (no download). Each round starts a fresh DataLoader iterator and times it
 after a few warm-up steps, and shuts its workers down before the other pipeline runs.
 
     python experiments/bench_pipeline.py --arch smallconv --batch-size 256 --steps 10
+    python experiments/bench_pipeline.py --arch smallconv --data digits --images 1797
     python experiments/bench_pipeline.py --arch resnet18 --epoch      # one NAC epoch, 50,000 images
     python experiments/bench_pipeline.py --arch resnet18 --sync-check # CUDA: syncs in one step
 """
@@ -44,8 +49,12 @@ from nacvae.train.methods import prepare_method  # noqa: E402
 from nacvae.train.optim import build_optimizer  # noqa: E402
 from nacvae.train.pretrain import build_pretrain_method, step_seed, train_step  # noqa: E402
 
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
+# dataset -> (image shape, mean, std); the statistics only set the normalisation constants.
+DATASETS = {
+    "cifar10": ((3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "fashion-mnist": ((1, 28, 28), (0.2860,), (0.3530,)),
+    "digits": ((1, 8, 8), (0.3054,), (0.3780,)),
+}
 
 
 def parse_args() -> argparse.Namespace:
@@ -58,7 +67,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     ap.add_argument("--workers", type=int, default=None, help="DataLoader workers [min(8, CPUs)]")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads of the main process [torch's default]")
-    ap.add_argument("--image-size", type=int, default=32)
+    ap.add_argument("--data", default="cifar10", choices=sorted(DATASETS),
+                    help="image shape and augmentation parameters of this dataset (the images are synthetic)")
     ap.add_argument("--images", type=int, default=50_000, help="synthetic training images")
     ap.add_argument("--code-dim", type=int, default=128)
     ap.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast [on for CUDA]")
@@ -83,11 +93,11 @@ class Bench:
     def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
         self.args, self.device = args, device
         g = torch.Generator().manual_seed(args.seed)
-        shape = (3, args.image_size, args.image_size)
+        shape, mean, std = DATASETS[args.data]
         self.images_cpu = torch.randint(0, 256, (args.images, *shape), dtype=torch.uint8, generator=g)
         self.images = self.images_cpu.to(device)  # nacvae: held on the device once
-        self.augment = default_augment("cifar10", shape, CIFAR_MEAN, CIFAR_STD)
-        cfg = PretrainConfig(data="cifar10", arch=args.arch, code_dim=args.code_dim, objective="nac",
+        self.augment = default_augment(args.data, shape, mean, std)
+        cfg = PretrainConfig(data=args.data, arch=args.arch, code_dim=args.code_dim, objective="nac",
                              batch_size=args.batch_size, seed=args.seed)
         self.method = build_pretrain_method(cfg, shape).to(device)
         params = [p for p in self.method.parameters() if p.requires_grad]
@@ -134,7 +144,10 @@ class Bench:
         from torch.utils.data import DataLoader
 
         args = self.args
-        dataset = PILTwoViews(self.images_cpu.permute(0, 2, 3, 1).contiguous().numpy(), pil_transform(args.image_size))
+        images = self.images_cpu.permute(0, 2, 3, 1).contiguous().numpy()
+        if images.shape[-1] == 1:
+            images = images[..., 0]  # PIL "L" mode
+        dataset = PILTwoViews(images, pil_transform(self.augment))
         return DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=args.workers,
                           pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(args.seed))
 
@@ -145,7 +158,11 @@ class Bench:
             if i == self.args.warmup:
                 synchronize(self.device)
                 start = time.perf_counter()
-            x1, x2 = next(batches)
+            try:
+                x1, x2 = next(batches)
+            except StopIteration:  # a new epoch, as a training loop would start one
+                batches = iter(self.loader())
+                x1, x2 = next(batches)
             x1, x2 = x1.to(self.device, non_blocking=True), x2.to(self.device, non_blocking=True)
             if train:
                 self.train(x1, x2, self.generator())
@@ -169,16 +186,17 @@ class PILTwoViews(torch.utils.data.Dataset):
         return self.transform(image), self.transform(image)
 
 
-def pil_transform(size: int):
+def pil_transform(aug):
+    """torchvision's per-image transforms with the parameters of nacvae's ``AugmentConfig``."""
     from torchvision import transforms as T
 
     return T.Compose([
-        T.RandomResizedCrop(size),
-        T.RandomHorizontalFlip(),
-        T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-        T.RandomGrayscale(p=0.2),
+        T.RandomResizedCrop(aug.size, scale=aug.crop_scale, ratio=aug.crop_ratio),
+        T.RandomHorizontalFlip(p=aug.flip_p),
+        T.RandomApply([T.ColorJitter(*aug.jitter)], p=aug.jitter_p),
+        T.RandomGrayscale(p=aug.gray_p),
         T.ToTensor(),
-        T.Normalize(CIFAR_MEAN, CIFAR_STD),
+        T.Normalize(aug.mean, aug.std),
     ])
 
 
@@ -240,7 +258,8 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
           f"{os.cpu_count()} CPUs")
-    print(f"arch {args.arch}, batch {args.batch_size} x 2 views of {args.image_size}x{args.image_size}, "
+    c, h, w = DATASETS[args.data][0]
+    print(f"data {args.data}, arch {args.arch}, batch {args.batch_size} x 2 views of {c}x{h}x{w}, "
           f"amp {'bf16' if bench.amp else 'off'}, channels_last {bench.method.channels_last}, "
           f"compile {args.compile}, DataLoader workers {args.workers}, {args.steps} timed steps x {args.rounds} rounds")
     if args.sync_check:

@@ -45,7 +45,8 @@ def save_checkpoint(path: str | Path, kind: str, meta: Mapping[str, Any], config
     payload = {
         "format": FORMAT, "version": VERSION, "kind": kind, "meta": dict(meta), "config": dict(config),
         "step": int(step), "complete": bool(complete),
-        "model": {k: v.detach().cpu() for k, v in model.items()}, **extra,
+        # Plain NCHW layout whatever the training used (channels-last), for use elsewhere.
+        "model": {k: v.detach().cpu().contiguous() for k, v in model.items()}, **extra,
     }
     atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
 

@@ -175,6 +175,9 @@ def prepare_method(method: Method, device: torch.device, *, amp: bool, compile: 
     method.amp_dtype = torch.bfloat16 if amp else None
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes
+    if device.type in ("cuda", "cpu"):
+        # cuDNN's and oneDNN's convolutions run without layout reorders in NHWC: on a
+        # 2-core CPU a small conv net's step is ~25% faster, a ResNet-18's about the same.
         method.channels_last = True
         method.to(memory_format=torch.channels_last)
     multi = distributed.is_distributed()

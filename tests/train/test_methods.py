@@ -63,3 +63,24 @@ def test_channel_noise_is_reproducible_per_generator():
     a = sample_channel_signs((3, 3), 0.2, torch.Generator().manual_seed(9))
     b = sample_channel_signs((3, 3), 0.2, torch.Generator().manual_seed(9))
     assert torch.equal(a, b)
+
+
+def test_prepare_method_on_cpu_is_channels_last_with_the_same_loss(tmp_path):
+    from nacvae.checkpoint import load_checkpoint, save_checkpoint
+    from nacvae.train.methods import prepare_method
+
+    x1, x2 = views()
+    plain = NAC(encoder(), 0.1)
+    expected, _ = plain.loss(x1, x2, torch.Generator().manual_seed(3))
+    method = prepare_method(NAC(encoder(), 0.1), torch.device("cpu"), amp=False)
+    conv = method.encoder.backbone.features[3].weight
+    assert method.channels_last and conv.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.is_contiguous()
+    loss, _ = method.loss(x1, x2, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+
+    # Checkpoints keep the plain NCHW layout, whatever the training used.
+    save_checkpoint(tmp_path / "c.pt", "pretrain", {}, {}, method.state_dict(), step=0)
+    saved = load_checkpoint(tmp_path / "c.pt")["model"]
+    assert all(t.is_contiguous() for t in saved.values())
+    torch.testing.assert_close(saved["encoder.backbone.features.3.weight"], conv)
