@@ -7,6 +7,8 @@ import math
 
 import click
 
+from cli.options import data_options
+
 
 def _encoder_options(command):
     """Options shared by every evaluation: what to evaluate, on which data, where."""
@@ -19,12 +21,11 @@ def _encoder_options(command):
         click.option("--arch", default=None,
                      help="Backbone of the random baseline; with --run/--checkpoint it must match."),
         click.option("--code-dim", type=int, default=None, help="Code length D of the random baseline [128]."),
-        click.option("--data", default=None,
-                     help="Dataset: digits, fashion-mnist, cifar10 or folder:PATH [the run's; digits for --init]."),
-        click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-                     help="Where datasets live [the run's, else $NACVAE_DATA_DIR or ~/.cache/nacvae/data]."),
-        click.option("--download/--no-download", default=True, show_default=True,
-                     help="Download CIFAR-10 / Fashion-MNIST into --data-dir when they are missing."),
+        data_options(
+            default=None,
+            data_help="Dataset: digits, fashion-mnist, cifar10 or folder:PATH [the run's; digits for --init].",
+            dir_help="Where datasets live [the run's, else $NACVAE_DATA_DIR or ~/.cache/nacvae/data].",
+        ),
         click.option("--image-size", type=int, default=None,
                      help="Side folder images are resized to, for --init random [32]."),
         click.option("--batch-size", type=int, default=1000, show_default=True, help="Images per batch."),

@@ -8,16 +8,12 @@ from pathlib import Path
 
 import click
 
+from cli.options import data_options
 from nacvae.runs import default_runs_root, new_run_name
 
 
 @click.command()
-@click.option("--data", default="digits", show_default=True,
-              help="Dataset: digits (bundled), fashion-mnist, cifar10, or folder:PATH (a folder of images).")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="Where datasets live (default: $NACVAE_DATA_DIR or ~/.cache/nacvae/data).")
-@click.option("--download/--no-download", default=True, show_default=True,
-              help="Download CIFAR-10 / Fashion-MNIST into --data-dir when they are missing.")
+@data_options()
 @click.option("--image-size", type=int, default=None,
               help="Side that folder images are resized to [the encoder's, else 32].")
 @click.option("--init", type=click.Choice(["random", "nac", "simclr", "moco"]), default="random", show_default=True,

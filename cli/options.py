@@ -1,0 +1,25 @@
+"""Click options shared by several commands."""
+
+from __future__ import annotations
+
+import click
+
+DATA_HELP = "Dataset: digits (bundled), fashion-mnist, cifar10, or folder:PATH (a folder of images)."
+DATA_DIR_HELP = "Where datasets live (default: $NACVAE_DATA_DIR or ~/.cache/nacvae/data)."
+
+
+def data_options(default: str | None = "digits", data_help: str = DATA_HELP, dir_help: str = DATA_DIR_HELP):
+    """``--data``, ``--data-dir`` and ``--download/--no-download``, in that order."""
+    options = [
+        click.option("--data", default=default, show_default=default is not None, help=data_help),
+        click.option("--data-dir", type=click.Path(file_okay=False), default=None, help=dir_help),
+        click.option("--download/--no-download", default=True, show_default=True,
+                     help="Download CIFAR-10 / Fashion-MNIST into --data-dir when they are missing."),
+    ]
+
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
