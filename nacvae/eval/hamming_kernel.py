@@ -117,6 +117,11 @@ def precision_sums(q_words, g_words, q_labels, g_labels, multi_hot: bool, depth:
     found = np.empty(num_q, dtype=np.int64)
     if num_q == 0:
         return sums, found
+    import torch
+
+    # numba's OpenMP layer sets the process-wide OpenMP thread count, which is also
+    # torch's: put both back afterwards.
+    torch_threads = torch.get_num_threads()
     previous = numba.get_num_threads()
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     try:
@@ -125,4 +130,5 @@ def precision_sums(q_words, g_words, q_labels, g_labels, multi_hot: bool, depth:
                 bool(multi_hot), int(depth), int(num_bits), sums, found)
     finally:
         numba.set_num_threads(previous)
+        torch.set_num_threads(torch_threads)
     return sums, found

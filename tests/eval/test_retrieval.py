@@ -124,6 +124,19 @@ def test_threads_do_not_change_the_value(backend):
     assert one == two == brute_force_map(q, ql, g, gl)
 
 
+def test_torch_thread_count_is_left_alone():
+    rng = np.random.default_rng(7)
+    q, ql, g, gl = random_case(rng, 6, 50, 8, classes=3)
+    old = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            mean_average_precision(q, ql, g, gl)
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(old)
+
+
 def test_64_bit_keys(monkeypatch):
     rng = np.random.default_rng(9)
     q, ql, g, gl = random_case(rng, 15, 33, 6, classes=3, multi_label=False)
