@@ -32,6 +32,7 @@ from nacvae.errors import CheckpointError, ConfigError, DataError
 from nacvae.eval.codes import code_statistics
 from nacvae.eval.linear import extract_features, train_linear_classifier, train_linear_probe_augmented
 from nacvae.eval.retrieval import mean_average_precision
+from nacvae.models.backbones import fast_layout
 
 __all__ = [
     "BackboneOnly",
@@ -311,7 +312,7 @@ def evaluate_linear(
     _check_channels(encoder, train.image_shape[0], data)
     num_classes = len(train.classes)
     mean, std = _stats(data, data_dir, image_size, download, train)
-    backbone = encoder.to(device).eval().backbone
+    backbone = fast_layout(encoder, device).eval().backbone
     norm = lambda x: normalize(x, mean, std)  # noqa: E731
     extra: dict[str, Any] = {}
     if protocol == "fast":
@@ -390,7 +391,7 @@ def evaluate_retrieval(
         raise ConfigError(f"--topk is {topk} but the gallery holds only {len(gallery)} images.")
     _check_channels(encoder, int(pool.images.shape[1]), data)
     mean, std = _stats(data, data_dir, image_size, download)
-    encoder = encoder.to(device).eval()
+    encoder = fast_layout(encoder, device).eval()
     q_codes = _codes(encoder, pool.images[query], mean, std, batch_size, device)
     g_codes = _codes(encoder, pool.images[gallery], mean, std, batch_size, device)
     value = mean_average_precision(q_codes, pool.labels[query], g_codes, pool.labels[gallery],
@@ -440,7 +441,7 @@ def evaluate_codes(
     images = _load(data, split, data_dir, image_size, download)
     _check_channels(encoder, images.image_shape[0], data)
     mean, std = _stats(data, data_dir, image_size, download, images if split == "train" else None)
-    codes = _codes(encoder.to(device).eval(), images.images, mean, std, batch_size, device)
+    codes = _codes(fast_layout(encoder, device).eval(), images.images, mean, std, batch_size, device)
     stats = code_statistics(codes)
     hamming = stats["mean_pairwise_hamming"]
     return {

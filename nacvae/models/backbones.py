@@ -90,3 +90,18 @@ def build_backbone(arch: str, in_channels: int, image_size: int | None = None) -
             f"Architecture '{arch}' needs images of at least {min_size}x{min_size}, got {image_size}x{image_size}."
         )
     return builder(in_channels)
+
+
+def fast_layout(module: nn.Module, device: torch.device | str) -> nn.Module:
+    """``module`` on ``device`` with its 4-D weights channels-last (NHWC), in place.
+
+    oneDNN (CPU) and cuDNN (CUDA) then run convolutions without layout reorders: a small
+    conv net's forward pass is about a third faster on a 2-core CPU. A convolution with
+    channels-last weights returns channels-last output whatever its input's layout, so
+    inputs need no conversion; values are unchanged up to float rounding.
+
+    Not for modules registered with Pyro: its param store keeps contiguous copies of
+    channels-last parameters, which would then be trained instead of the module's.
+    """
+    return module.to(device=device, memory_format=torch.channels_last)
+
