@@ -48,7 +48,7 @@ PRESETS: dict[str, Preset] = {
     ),
     # The CPU-scale study on real data: encoders pretrained on the retrieval protocol's
     # 5,000-image subset (500 per class, as the paper's hashing runs) and evaluated on the
-    # full splits; VAEs on all 60,000 training images. About 20 minutes a seed on 2 CPU cores.
+    # full splits; VAEs on all 60,000 training images. About 30 minutes a seed on 2 CPU cores.
     "fashion-mnist-cpu": Preset(
         data="fashion-mnist", arch="smallconv",
         description="Fashion-MNIST (28x28), small conv net pretrained 10 epochs on 5,000 images, VAEs 2 epochs on 60,000",
