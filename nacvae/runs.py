@@ -73,6 +73,20 @@ def read_config(run: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not valid JSON.") from exc
 
 
+def run_checkpoint(run: Path, kind: str, what: str, label: str | None = None) -> Path:
+    """The checkpoint of run folder ``run``, which must be a ``kind`` run (``what`` names
+    that kind in messages, ``label`` names the folder; default: its path)."""
+    label = label or str(run)
+    if not (Path(run) / CONFIG).is_file():
+        raise CheckpointError(f"{label} is not a nacvae run folder (no {CONFIG}).")
+    have = read_config(run).get("kind")
+    if have != kind:
+        raise CheckpointError(f"{label} is a {have} run, not a {what} run.")
+    if not (Path(run) / CHECKPOINT).is_file():
+        raise CheckpointError(f"{label} holds no checkpoint yet.")
+    return Path(run) / CHECKPOINT
+
+
 def append_metrics(run: Path, record: dict[str, Any]) -> None:
     with open(Path(run) / METRICS, "a") as f:
         f.write(json.dumps(record, sort_keys=True) + "\n")

@@ -35,7 +35,7 @@ from nacvae.errors import CheckpointError, ConfigError, TrainingError
 from nacvae.models.likelihoods import binarize
 from nacvae.models.vae import VAE, analytic_kl
 from nacvae.runs import (
-    CHECKPOINT, CONFIG, append_metrics, check_run_dir, create_run_dir, read_config, truncate_metrics, write_config,
+    CHECKPOINT, append_metrics, check_run_dir, create_run_dir, read_config, run_checkpoint, truncate_metrics, write_config,
 )
 from nacvae.train.vae_config import (
     _STREAM_PICTURES, _STREAM_SHUFFLE, _STREAM_TEST, ELBOS, INITS, VAE_DEFAULTS, VAEConfig, check_encoder_shape,
@@ -391,14 +391,7 @@ def _vae_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
     """(checkpoint file, run folder or None) of a VAE run folder or checkpoint."""
     path = Path(path)
     if path.is_dir():
-        if not (path / CONFIG).is_file():
-            raise CheckpointError(f"{path} is not a nacvae run folder (no {CONFIG}).")
-        kind = read_config(path).get("kind")
-        if kind != "vae":
-            raise CheckpointError(f"{path} is a {kind} run, not a VAE run.")
-        if not (path / CHECKPOINT).is_file():
-            raise CheckpointError(f"The VAE run {path} holds no checkpoint yet.")
-        return path / CHECKPOINT, path
+        return run_checkpoint(path, "vae", "VAE"), path
     if not path.exists():
         raise CheckpointError(f"No VAE run folder or checkpoint at {path}.")
     return path, None

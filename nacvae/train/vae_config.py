@@ -17,7 +17,7 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from nacvae.errors import CheckpointError, ConfigError
 from nacvae.models.vae import LIKELIHOODS
-from nacvae.runs import CHECKPOINT, CONFIG, default_runs_root, find_latest_run, iter_runs, read_config
+from nacvae.runs import CHECKPOINT, default_runs_root, find_latest_run, iter_runs, run_checkpoint
 
 INITS = ("random", "nac", "simclr", "moco")
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
@@ -149,14 +149,7 @@ def _find_encoder_checkpoint(cfg: VAEConfig) -> tuple[Path, Path | None]:
     if cfg.encoder is not None:
         path = Path(cfg.encoder)
         if path.is_dir():
-            if not (path / CONFIG).is_file():
-                raise CheckpointError(f"--encoder {path} is a folder but not a run folder (no {CONFIG}).")
-            kind = read_config(path).get("kind")
-            if kind != "pretrain":
-                raise CheckpointError(f"--encoder {path} is a {kind} run, not a pretraining run.")
-            if not (path / CHECKPOINT).is_file():
-                raise CheckpointError(f"--encoder {path} holds no checkpoint yet.")
-            return path / CHECKPOINT, path
+            return run_checkpoint(path, "pretrain", "pretraining", label=f"--encoder {path}"), path
         if not path.is_file():
             raise CheckpointError(f"--encoder {path} is neither a checkpoint file nor a run folder.")
         return path, None
