@@ -20,13 +20,17 @@ from nacvae.runs import default_runs_root, new_run_name
               help="NAC's momentum-queue variant (EMA key encoder and a queue of key codes).")
 @click.option("--arch", default=None, help="Backbone: smallconv, resnet18, resnet50, vgg16_bn [dataset default].")
 @click.option("--epochs", type=int, default=None, help="Training epochs [dataset default].")
+@click.option("--steps", type=int, default=None,
+              help="Training length in optimisation steps, instead of --epochs [digits: 1500].")
 @click.option("--batch-size", type=int, default=None,
               help="Images per step over all processes (under torchrun each takes an equal share); each is seen in "
                    "two views [dataset default].")
 @click.option("--optimizer", type=click.Choice(["lars", "sgd", "adam"]), default=None, help="[dataset default]")
 @click.option("--lr", type=float, default=None, help="Peak learning rate [dataset default].")
 @click.option("--weight-decay", type=float, default=None, help="[default 1e-6]")
-@click.option("--warmup-epochs", type=int, default=None, help="Linear warm-up before the cosine decay [dataset default].")
+@click.option("--warmup-epochs", type=int, default=None, help="Linear warm-up before the cosine decay, in epochs.")
+@click.option("--warmup-steps", type=int, default=None,
+              help="Linear warm-up in steps, instead of --warmup-epochs [500]; NAC needs a long one (docs/method.md).")
 @click.option("--flip-prob", type=float, default=None, help="NAC channel flip probability p, 0 < p < 0.5 [0.1].")
 @click.option("--code-dim", type=int, default=None, help="Code length D (projection output size) [128].")
 @click.option("--temperature", type=float, default=None, help="SimCLR / MoCo temperature [0.5 / 0.2].")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,15 +11,17 @@ import torch
 
 from nacvae.errors import ConfigError
 
-# Paper's CIFAR-10 settings (method.md §6); quick CPU-sized ones for the small datasets.
+# Paper's CIFAR-10 settings (method.md §6); CPU-sized ones for the small datasets. Warm-ups
+# are in steps: NAC needs about 500 at a LARS-sized lr whatever the dataset (a few dozen
+# can push it into the trivial solution z = 0 at large p; see docs/results.md).
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "cifar10": dict(arch="resnet50", batch_size=1000, optimizer="lars", lr=3.0, epochs=1000, warmup_epochs=10,
+    "cifar10": dict(arch="resnet50", batch_size=1000, optimizer="lars", lr=3.0, epochs=1000, warmup_steps=500,
                     queue_size=50_000),
-    "fashion-mnist": dict(arch="resnet18", batch_size=512, optimizer="lars", lr=1.5, epochs=200, warmup_epochs=10,
+    "fashion-mnist": dict(arch="resnet18", batch_size=512, optimizer="lars", lr=1.5, epochs=200, warmup_steps=500,
                           queue_size=16_384),
-    "digits": dict(arch="smallconv", batch_size=128, optimizer="lars", lr=3.0, epochs=30, warmup_epochs=2,
-                   queue_size=1_024),
-    "folder": dict(arch="resnet18", batch_size=256, optimizer="lars", lr=0.75, epochs=200, warmup_epochs=10,
+    "digits": dict(arch="smallconv", batch_size=128, optimizer="lars", lr=3.0, steps=1500,
+                   warmup_steps=500, queue_size=1_024),
+    "folder": dict(arch="resnet18", batch_size=256, optimizer="lars", lr=0.75, epochs=200, warmup_steps=500,
                    queue_size=16_384),
 }
 
@@ -33,11 +36,13 @@ class PretrainConfig:
     momentum: bool = False             # NAC's momentum-queue variant
     arch: str = "smallconv"
     epochs: int = 30
+    steps: int | None = None           # total optimisation steps; overrides epochs when set
     batch_size: int = 128
     optimizer: str = "lars"
     lr: float = 3.0
     weight_decay: float = 1e-6
     warmup_epochs: int = 2
+    warmup_steps: int | None = None    # linear warm-up length in steps; overrides warmup_epochs when set
     flip_prob: float = 0.1
     code_dim: int = 128
     temperature: float | None = None   # SimCLR 0.5, MoCo 0.2 when None
@@ -73,8 +78,17 @@ def resolve_config(data: str = "digits", **given: Any) -> PretrainConfig:
     if family not in DATASET_DEFAULTS:
         known = ", ".join([*DATASET_DEFAULTS][:-1]) + ", folder:PATH"
         raise ConfigError(f"Unknown dataset '{data}'; choose one of {known}.")
+    given = {k: v for k, v in given.items() if v is not None}
+    for a, b in (("epochs", "steps"), ("warmup_epochs", "warmup_steps")):
+        if a in given and b in given:
+            raise ConfigError(f"Give --{a.replace('_', '-')} or --{b.replace('_', '-')}, not both.")
     values = dict(DATASET_DEFAULTS[family])
-    values.update({k: v for k, v in given.items() if v is not None})
+    # An epoch count given by the user replaces the default's count in steps, and vice versa.
+    for a, b in (("epochs", "steps"), ("warmup_epochs", "warmup_steps"), ("steps", "epochs"),
+                 ("warmup_steps", "warmup_epochs")):
+        if a in given:
+            values.pop(b, None)
+    values.update(given)
     cfg = PretrainConfig(data=data, **values)
     validate_config(cfg)
     return cfg
@@ -97,8 +111,14 @@ def validate_config(cfg: PretrainConfig) -> None:
         raise ConfigError(f"--batch-size must be at least 2 (contrastive objectives need pairs), got {cfg.batch_size}.")
     if cfg.epochs < 1:
         raise ConfigError(f"--epochs must be at least 1, got {cfg.epochs}.")
-    if cfg.lr <= 0:
-        raise ConfigError(f"--lr must be positive, got {cfg.lr}.")
+    if cfg.steps is not None and cfg.steps < 1:
+        raise ConfigError(f"--steps must be at least 1, got {cfg.steps}.")
+    if cfg.warmup_epochs < 0:
+        raise ConfigError(f"--warmup-epochs must not be negative, got {cfg.warmup_epochs}.")
+    if cfg.warmup_steps is not None and cfg.warmup_steps < 0:
+        raise ConfigError(f"--warmup-steps must not be negative, got {cfg.warmup_steps}.")
+    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise ConfigError(f"--lr must be a finite positive number, got {cfg.lr}.")
     if cfg.code_dim < 1:
         raise ConfigError(f"--code-dim must be at least 1, got {cfg.code_dim}.")
     if cfg.queue_size < 1:
@@ -109,6 +129,13 @@ def validate_config(cfg: PretrainConfig) -> None:
         raise ConfigError(f"--ema must lie in [0, 1), got {cfg.ema}.")
     if cfg.subset not in (None, "retrieval"):
         raise ConfigError(f"Unknown --subset '{cfg.subset}'; the only subset is 'retrieval'.")
+
+
+def schedule_steps(cfg: PretrainConfig, steps_per_epoch: int) -> tuple[int, int]:
+    """(total steps, warm-up steps) of a run whose epochs have ``steps_per_epoch`` steps."""
+    total = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else cfg.warmup_epochs * steps_per_epoch
+    return total, warmup
 
 
 def check_world_size(batch_size: int, world_size: int) -> int:

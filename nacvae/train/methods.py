@@ -41,6 +41,11 @@ class Method(nn.Module):
     def after_step(self) -> None:
         pass
 
+    def num_negatives(self, global_batch: int) -> int | None:
+        """For NAC: how many codes the negative term sums over, so that the loss of the
+        trivial solution z = 0 is log of it. None for objectives without that property."""
+        return None
+
     def wrap_encoder(self, wrapper: nn.Module | None) -> None:
         """Run the trainable encoder through ``wrapper`` (DistributedDataParallel around
         ``self.encoder``). It is kept out of the module tree, so state dicts keep their keys."""
@@ -78,6 +83,9 @@ class NAC(Method):
         _, (a1, a2), (l1, l2) = self._encode_pair(x1, x2, self.query_encoder)
         return nac_loss(a1, a2, l1, l2, self.flip_prob, generator=generator, gather=self.gather), a1
 
+    def num_negatives(self, global_batch: int) -> int:
+        return 2 * global_batch
+
 
 class NACMomentum(Method):
     """NAC with an EMA key encoder and a queue of key codes (method.md §4)."""
@@ -108,6 +116,9 @@ class NACMomentum(Method):
         h_partner = torch.cat([h2, h1], dim=0).detach()
         head_term = prediction_head_loss(c_hat.detach(), self.encoder.predictor(h_partner))
         return encoder_term + head_term, a1
+
+    def num_negatives(self, global_batch: int) -> int:
+        return len(self.queue.keys)
 
     def after_step(self) -> None:
         ema_update(self.key_encoder, self.encoder, self.momentum)

@@ -13,6 +13,8 @@ NAC-momentum) see every process's rows. Only rank 0 writes the run folder.
 
 from __future__ import annotations
 
+import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +31,10 @@ from nacvae.models.heads import PretrainEncoder
 from nacvae.runs import (
     CHECKPOINT, append_metrics, check_run_dir, create_run_dir, read_config, truncate_metrics, write_config,
 )
-from nacvae.train.config import PretrainConfig, check_world_size, resolve_device, validate_config
+from nacvae.train.config import PretrainConfig, check_world_size, resolve_device, schedule_steps, validate_config
 from nacvae.train.methods import Method, build_method, prepare_method
 from nacvae.train.optim import build_optimizer, build_scheduler
+from nacvae.train.telemetry import CollapseMonitor, code_statistics, collapse_message
 
 
 def step_seed(seed: int, step: int, stream: int = 0, rank: int = 0) -> int:
@@ -97,16 +100,6 @@ def train_step(method: Method, optimizer: torch.optim.Optimizer, x1: torch.Tenso
     return loss.detach(), a1.detach()
 
 
-@torch.no_grad()
-def code_statistics(a: torch.Tensor) -> dict[str, float]:
-    bits = a > 0
-    return {
-        "codes/bit_balance": bits.float().mean().item(),
-        "codes/mean_abs_tanh": torch.tanh(a).abs().mean().item(),
-        "codes/distinct_in_batch": float(torch.unique(bits, dim=0).shape[0]),
-    }
-
-
 def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, progress: bool = True) -> Path:
     """Train an encoder as ``cfg`` says, writing the run folder ``out``; returns its path.
 
@@ -136,10 +129,10 @@ def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device:
 
     n = len(data.images)
     steps_per_epoch = n // cfg.batch_size  # the last incomplete batch is dropped
-    total_steps = cfg.epochs * steps_per_epoch
+    total_steps, warmup_steps = schedule_steps(cfg, steps_per_epoch)
     params = [p for p in method.parameters() if p.requires_grad]
     optimizer = build_optimizer(cfg.optimizer, params, cfg.lr, cfg.weight_decay)
-    scheduler = build_scheduler(optimizer, total_steps, cfg.warmup_epochs * steps_per_epoch)
+    scheduler = build_scheduler(optimizer, total_steps, warmup_steps)
     meta = checkpoint_meta(cfg, data.image_shape, method.encoder.feature_dim)
     ckpt_path = out / CHECKPOINT
     checkpoint_every = cfg.checkpoint_every or steps_per_epoch
@@ -158,9 +151,22 @@ def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device:
     run_config = {
         "kind": "pretrain", "status": "running", "objective": cfg.objective, "dataset": cfg.data,
         "arch": cfg.arch, "code_dim": cfg.code_dim, "image_shape": list(data.image_shape),
-        "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "device": str(device),
+        "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "warmup_steps": warmup_steps,
+        "device": str(device),
         "world_size": world, "amp": amp, "nacvae_version": __version__, "pretrain": cfg.to_dict(),
     }
+
+    negatives = method.num_negatives(cfg.batch_size)
+    log_negatives = None if negatives is None else math.log(negatives)
+    monitor = CollapseMonitor(warmup_steps) if log_negatives is not None else None
+    if resume:  # a collapse seen before the interruption stays on record
+        saved_status = read_config(out)
+        for key in ("collapsed", "collapsed_at_step", "collapse_escaped_at_step"):
+            if key in saved_status:
+                run_config[key] = saved_status[key]
+        if monitor is not None:
+            monitor.collapsed_at = saved_status.get("collapsed_at_step")
+            monitor.escaped_at = saved_status.get("collapse_escaped_at_step")
 
     def open_run() -> None:
         if not main:
@@ -220,11 +226,15 @@ def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device:
                     "images_per_s": window_steps * cfg.batch_size / max(elapsed, 1e-9),
                     **code_statistics(codes),
                 }
+                if log_negatives is not None:
+                    record["loss_minus_log2b"] = record["loss"] - log_negatives
                 if main:
                     for key, value in record.items():
                         if key not in ("event", "step"):
-                            writer.add_scalar(key if "/" in key else f"train/{key}", value, done)
+                            writer.add_scalar(_tensorboard_tag(key), value, done)
                     append_metrics(out, record)
+                    if monitor is not None:
+                        _watch_collapse(monitor, record, run_config, cfg, warmup_steps, out, bar)
                     bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
                     if done % checkpoint_every == 0 and done < total_steps:
                         save(done)
@@ -247,6 +257,27 @@ def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device:
         write_config(out, run_config)
     distributed.barrier()  # every rank returns once the run folder is complete
     return out
+
+
+def _tensorboard_tag(key: str) -> str:
+    if key.startswith("code_"):
+        return "codes/" + key[len("code_"):]
+    return f"train/{key}"
+
+
+def _watch_collapse(monitor: CollapseMonitor, record: dict[str, Any], run_config: dict[str, Any],
+                    cfg: PretrainConfig, warmup_steps: int, out: Path, bar: tqdm) -> None:
+    """Warn once (and record it in config.json) when NAC sits in its trivial solution."""
+    event = monitor.update(record["step"], record["code_abs_mean"], record["loss_minus_log2b"])
+    if event == "collapsed":
+        bar.write(collapse_message(monitor.collapsed_at, record["code_abs_mean"], record["loss_minus_log2b"],
+                                   warmup_steps, cfg.lr, cfg.flip_prob), file=sys.stderr)
+        run_config.update(collapsed=True, collapsed_at_step=monitor.collapsed_at)
+        write_config(out, run_config)
+    elif event == "escaped":
+        bar.write(f"NAC's codes have left the trivial solution again at step {monitor.escaped_at}.", file=sys.stderr)
+        run_config.update(collapse_escaped_at_step=monitor.escaped_at)
+        write_config(out, run_config)
 
 
 def _two_views(batch: torch.Tensor, data: PretrainData, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

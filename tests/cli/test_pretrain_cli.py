@@ -27,11 +27,18 @@ def test_console_entry_point_help_and_version():
     (["--flip-prob", "0.5"], "--flip-prob must lie strictly between 0 and 0.5"),
     (["--flip-prob", "0"], "--flip-prob must lie strictly between 0 and 0.5"),
     (["--batch-size", "1"], "--batch-size must be at least 2"),
+    (["--lr", "nan"], "--lr must be a finite positive number"),
+    (["--lr", "inf"], "--lr must be a finite positive number"),
+    (["--lr", "0"], "--lr must be a finite positive number"),
+    (["--steps", "0"], "--steps must be at least 1"),
+    (["--warmup-steps", "-1"], "--warmup-steps must not be negative"),
+    (["--warmup-epochs", "2", "--warmup-steps", "30"], "Give --warmup-epochs or --warmup-steps, not both"),
     (["--device", "cuda"] if not torch.cuda.is_available() else ["--device", "tpu"], "device"),
 ])
 def test_bad_options_fail_cleanly_and_leave_nothing(tmp_path, args, fragment):
     out = tmp_path / "run"
-    assert_clean_failure(nacvae("pretrain", "--out", out, "--epochs", "1", *args), fragment)
+    budget = [] if "--steps" in args else ["--epochs", "1"]
+    assert_clean_failure(nacvae("pretrain", "--out", out, *budget, *args), fragment)
     assert not out.exists()
 
 

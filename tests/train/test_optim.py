@@ -41,3 +41,15 @@ def test_warmup_then_cosine():
     assert warmup_cosine(55, 100, 10) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
     assert warmup_cosine(100, 100, 10) == pytest.approx(0.0, abs=1e-12)
     assert warmup_cosine(3, 10, 0) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.3)))
+
+
+def test_schedules_in_steps_and_epochs():
+    from nacvae.train.config import resolve_config, schedule_steps
+
+    # The digits default states both lengths in steps; epochs given by the user replace them.
+    assert schedule_steps(resolve_config("digits"), 11) == (1500, 500)
+    assert schedule_steps(resolve_config("digits", epochs=3), 11) == (33, 500)
+    assert schedule_steps(resolve_config("digits", epochs=3, warmup_epochs=1), 11) == (33, 11)
+    assert schedule_steps(resolve_config("digits", steps=40, warmup_steps=0), 11) == (40, 0)
+    # The paper's CIFAR-10 schedule: 1000 epochs of 50 steps, 500 warm-up steps (10 epochs).
+    assert schedule_steps(resolve_config("cifar10"), 50) == (50_000, 500)

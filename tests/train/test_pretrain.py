@@ -30,7 +30,9 @@ def test_run_folder_is_complete_and_self_describing(tmp_path, objective, momentu
     assert "features.0.weight" in backbone_state_dict(ckpt)
     train = [r for r in read_metrics(run) if r["event"] == "train"]
     assert train[-1]["step"] == ckpt["step"]
-    assert {"loss", "lr", "images_per_s", "codes/bit_balance", "codes/mean_abs_tanh", "codes/distinct_in_batch"} <= set(train[0])
+    assert {"loss", "lr", "images_per_s", "code_abs_mean", "code_positive_fraction", "code_distinct_in_batch"} <= set(train[0])
+    # NAC (both forms) logs the distance from its trivial solution on every row, the others do not.
+    assert all(("loss_minus_log2b" in r) == (objective == "nac") for r in train)
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(run / "tb"))
 
 
