@@ -129,7 +129,11 @@ def linear(protocol: str, epochs: int, lr: float, **opts) -> None:
 @click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the query/gallery split.")
 @click.option("--queries-per-class", type=int, default=None,
               help="Queries drawn per class [cifar10 1000, fashion-mnist 100, else 10% of the smallest class].")
-def retrieval(topk: int | None, count_empty: bool, split_seed: int, queries_per_class: int | None, **opts) -> None:
+@click.option("--ranking", type=click.Choice(["hamming", "paper"]), default="hamming", show_default=True,
+              help="hamming: Hamming distance, ties by gallery index; paper: the paper code's inner product of "
+                   "{0,1} codes, ties as numpy's default sort leaves them (docs/evaluation.md).")
+def retrieval(topk: int | None, count_empty: bool, split_seed: int, queries_per_class: int | None, ranking: str,
+              **opts) -> None:
     """Hamming-ranking mAP of the codes sgn(a) on the pooled query/gallery split."""
     from nacvae.errors import ConfigError
     from nacvae.eval.downstream import evaluate_retrieval
@@ -139,12 +143,16 @@ def retrieval(topk: int | None, count_empty: bool, split_seed: int, queries_per_
     encoder, meta, data, data_dir, device, size = _prepare(opts)
     r = evaluate_retrieval(encoder, data, data_dir, topk=topk, count_empty=count_empty, seed=split_seed,
                            queries_per_class=queries_per_class, batch_size=opts["batch_size"], device=device,
-                           image_size=size, download=opts["download"])
+                           image_size=size, download=opts["download"], ranking=ranking)
     empty = "counted as 0" if count_empty else "left out"
+    if ranking == "hamming":
+        how = "Hamming retrieval", "ties by gallery index"
+    else:
+        how = "Retrieval ranked as the paper's code does ({0,1} inner product)", "ties as numpy's default sort leaves them"
     text = [
-        f"Hamming retrieval on {data} ({r['split']} split, seed {r['split_seed']}): "
+        f"{how[0]} on {data} ({r['split']} split, seed {r['split_seed']}): "
         f"{r['num_queries']} queries ({r['queries_per_class']} per class), gallery {r['gallery_size']}",
-        f"  {r['bits']}-bit codes sgn(a); ties by gallery index; queries without a relevant item {empty}",
+        f"  {r['bits']}-bit codes sgn(a); {how[1]}; queries without a relevant item {empty}",
         f"  {r['metric']}: {r['map']:.4f}",
     ]
     _finish(opts, "eval_retrieval", meta, r, text)

@@ -354,6 +354,9 @@ def evaluate_linear(
 
 # --------------------------------------------------------------------------- retrieval
 
+# hamming: Hamming distance, ties by gallery index; paper: the paper code's {0,1} inner product.
+RANKINGS = ("hamming", "paper")
+
 
 def evaluate_retrieval(
     encoder: nn.Module,
@@ -367,6 +370,7 @@ def evaluate_retrieval(
     device="cpu",
     image_size: int | None = None,
     download: bool = True,
+    ranking: str = "hamming",
 ) -> dict[str, Any]:
     """Hamming-ranking mAP@topk of the codes sgn(a) on the retrieval split of ``data``.
 
@@ -374,9 +378,16 @@ def evaluate_retrieval(
     and draws ``queries_per_class`` queries per class (1,000 for CIFAR-10, the paper's
     split; see ``nacvae.data.splits`` elsewhere); every other image is the gallery. Ties
     in distance are ranked by gallery index; queries without a relevant item in the top
-    ``topk`` are left out of the mean, or count as 0 with ``count_empty``.
+    ``topk`` are left out of the mean, or count as 0 with ``count_empty``. With
+    ``ranking="paper"`` the gallery is ranked as the paper's code does it instead: by the
+    inner product of {0,1} codes, ties as numpy's default sort leaves them
+    (``nacvae.eval.paper_ranking``).
     """
     from nacvae.data.pool import retrieval_pool
+    from nacvae.eval.paper_ranking import paper_mean_average_precision
+
+    if ranking not in RANKINGS:
+        raise ConfigError(f"Unknown ranking '{ranking}'; choose one of {', '.join(RANKINGS)}.")
 
     _require_projector(encoder, "Retrieval")
     batch_size = _check_batch_size(batch_size)
@@ -394,8 +405,8 @@ def evaluate_retrieval(
     encoder = fast_layout(encoder, device).eval()
     q_codes = _codes(encoder, pool.images[query], mean, std, batch_size, device)
     g_codes = _codes(encoder, pool.images[gallery], mean, std, batch_size, device)
-    value = mean_average_precision(q_codes, pool.labels[query], g_codes, pool.labels[gallery],
-                                   topk=topk, count_empty=count_empty)
+    score = mean_average_precision if ranking == "hamming" else paper_mean_average_precision
+    value = score(q_codes, pool.labels[query], g_codes, pool.labels[gallery], topk=topk, count_empty=count_empty)
     described = pool.describe()
     return {
         "map": value,
@@ -405,8 +416,8 @@ def evaluate_retrieval(
         "gallery_size": described["gallery_size"],
         "bits": int(q_codes.shape[1]),
         "codes": "sgn(a)",
-        "ranking": "hamming",
-        "ties": "gallery-index",
+        "ranking": ranking,
+        "ties": "gallery-index" if ranking == "hamming" else "numpy-default-argsort",
         "empty_queries": "zero" if count_empty else "excluded",
         "split": "paper" if data.lower() == "cifar10" else "analogue",
         "queries_per_class": described["queries_per_class"],

@@ -176,6 +176,27 @@ def _check_count(value, name: str, upper: int | None = None) -> None:
         raise ConfigError(f"{name} is {value} but the gallery holds only {upper} items.")
 
 
+def check_retrieval_inputs(query_codes, query_labels, gallery_codes, gallery_labels, topk: int | None):
+    """Validated (query bits, gallery bits, query labels, gallery labels, depth R)."""
+    q_bits = code_bits(query_codes, "query codes")
+    g_bits = code_bits(gallery_codes, "gallery codes")
+    num_q, num_bits = q_bits.shape
+    num_g = g_bits.shape[0]
+    if num_q == 0 or num_g == 0:
+        raise DataError("Retrieval needs at least one query and one gallery item.")
+    if g_bits.shape[1] != num_bits:
+        raise DataError(f"Query codes have {num_bits} bits but gallery codes have {g_bits.shape[1]}.")
+    q_lab = _Labels(query_labels, num_q, "query labels")
+    g_lab = _Labels(gallery_labels, num_g, "gallery labels")
+    if q_lab.multi_hot != g_lab.multi_hot or q_lab.width != g_lab.width:
+        raise DataError(
+            "Query and gallery labels must both be class ids, or both multi-hot with the same number of labels."
+        )
+    depth = num_g if topk is None else topk
+    _check_count(depth, "topk", upper=num_g)
+    return q_bits, g_bits, q_lab, g_lab, depth
+
+
 def mean_average_precision(
     query_codes,
     query_labels,
@@ -200,22 +221,10 @@ def mean_average_precision(
         backend: "numba" (the compiled counting-sort kernel), "numpy" (sorting), or
             "auto" (numba when it is installed). All give the same value.
     """
-    q_bits = code_bits(query_codes, "query codes")
-    g_bits = code_bits(gallery_codes, "gallery codes")
+    q_bits, g_bits, q_lab, g_lab, depth = check_retrieval_inputs(
+        query_codes, query_labels, gallery_codes, gallery_labels, topk)
     num_q, num_bits = q_bits.shape
     num_g = g_bits.shape[0]
-    if num_q == 0 or num_g == 0:
-        raise DataError("Retrieval needs at least one query and one gallery item.")
-    if g_bits.shape[1] != num_bits:
-        raise DataError(f"Query codes have {num_bits} bits but gallery codes have {g_bits.shape[1]}.")
-    q_lab = _Labels(query_labels, num_q, "query labels")
-    g_lab = _Labels(gallery_labels, num_g, "gallery labels")
-    if q_lab.multi_hot != g_lab.multi_hot or q_lab.width != g_lab.width:
-        raise DataError(
-            "Query and gallery labels must both be class ids, or both multi-hot with the same number of labels."
-        )
-    depth = num_g if topk is None else topk
-    _check_count(depth, "topk", upper=num_g)
     if chunk_size is not None:
         _check_count(chunk_size, "chunk_size")
     if backend not in ("auto", "numba", "numpy"):

@@ -62,6 +62,15 @@ def test_retrieval_json_is_appended_to_the_run(run):
     assert last_event(run)["split_seed"] == 3
     text = nacvae("eval", "retrieval", "--run", run)
     assert "mAP@all" in text.stdout and "ties by gallery index" in text.stdout
+    assert out["ranking"] == "hamming"
+
+
+def test_retrieval_with_the_papers_ranking(run):
+    out = json_of(nacvae("eval", "retrieval", "--run", run, "--ranking", "paper", "--json"))
+    assert out["ranking"] == "paper" and out["ties"] == "numpy-default-argsort" and 0.0 < out["map"] <= 1.0
+    assert last_event(run)["ranking"] == "paper"
+    assert "inner product" in nacvae("eval", "retrieval", "--run", run, "--ranking", "paper").stdout
+    assert_clean_failure(nacvae("eval", "retrieval", "--run", run, "--ranking", "cosine"), "cosine", usage_error=True)
 
 
 def test_codes_json_is_appended_to_the_run(run):
