@@ -9,28 +9,39 @@ import click
 
 @click.command()
 @click.option("--preset", default="digits", show_default=True,
-              help="Scale: digits (minutes on a CPU), fashion-mnist-cpu (about an hour on 2 cores), cifar10-paper (GPU).")
+              help="Scale: digits (under 10 minutes on a CPU), fashion-mnist-cpu (about 40 minutes a seed on 2 cores), "
+                   "cifar10-paper (GPU).")
 @click.option("--seeds", type=int, default=1, show_default=True, help="Repeat everything with seeds 0..N-1; report mean ± std.")
+@click.option("--seed", "only_seeds", type=int, multiple=True,
+              help="Run only this seed (repeatable), e.g. one seed per process in one study folder; the tables "
+                   "cover every seed the folder holds.")
 @click.option("--flip-prob", type=float, default=None, help="NAC's channel flip probability [preset default].")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Where the dataset lives.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Study folder to create (default: a new folder under $NACVAE_RUNS or ./runs).")
+@click.option("--resume", is_flag=True,
+              help="Continue the study in --out: finished seeds and stages are kept, interrupted runs continue, "
+                   "seeds up to --seeds are added.")
 @click.option("--json", "as_json", is_flag=True, help="Print the aggregated results as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def reproduce(preset: str, seeds: int, flip_prob: float | None, data_dir: str | None, device: str, out: str | None,
-              as_json: bool, quiet: bool) -> None:
+def reproduce(preset: str, seeds: int, only_seeds: tuple[int, ...], flip_prob: float | None, data_dir: str | None, device: str, out: str | None,
+              resume: bool, as_json: bool, quiet: bool) -> None:
     """Pretrain NAC, SimCLR and MoCo-v2, evaluate them and a random encoder (linear probe,
     retrieval, code statistics), train a VAE from each and estimate its log-likelihood; write
     results.md, results.json and figures/ into the study folder."""
     from nacvae.runs import default_runs_root, new_run_name
     from nacvae.study import run_study
 
+    if resume and out is None:
+        from nacvae.errors import ConfigError
+
+        raise ConfigError("--resume needs --out, the study folder to continue.")
     if out is None:
         out = str(default_runs_root() / new_run_name("study", preset, f"{seeds}seeds"))
     log = (lambda msg: None) if as_json else (lambda msg: click.echo(msg, err=True))
     results = run_study(preset, out, seeds=seeds, data_dir=data_dir, device=device, progress=not quiet, log=log,
-                        flip_prob=flip_prob)
+                        flip_prob=flip_prob, resume=resume, only_seeds=list(only_seeds) or None)
     if as_json:
         click.echo(json.dumps({k: v for k, v in results.items() if k != "rows"}, indent=2))
     else:

@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
-# The CPU-scale study on Fashion-MNIST: NAC, SimCLR, MoCo-v2 and random encoders, 3 seeds.
+# The CPU-scale study on Fashion-MNIST: NAC (p = 0.1, and the retrieval p), SimCLR, MoCo-v2
+# and random encoders, every encoder 1,400 steps. About 40 minutes a seed on 2 quiet CPU cores.
 # Needs the dataset (apt-get install dataset-fashion-mnist, or torchvision's files under
-# --data-dir). About 30 minutes a seed on 2 quiet CPU cores; writes results.md, results.json and figures/.
+# --data-dir). Seeds run one after another and each seed's rows land in OUT/seed-N/ as it
+# finishes; run the same command again to continue a stopped study.
+#   bash experiments/fashion_mnist_cpu.sh [OUT] [SEEDS] [more reproduce options]
 set -euo pipefail
+out="${1:-runs/study-fashion-mnist}"
+seeds="${2:-3}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
-nacvae reproduce --preset fashion-mnist-cpu --seeds 3 --out "${1:-runs/study-fashion-mnist}" --quiet "${@:2}"
+resume=()
+if [ -d "$out" ]; then resume=(--resume); fi
+nacvae reproduce --preset fashion-mnist-cpu --seeds "$seeds" --out "$out" --quiet "${resume[@]}" "${@:3}"
