@@ -271,7 +271,8 @@ def _watch_collapse(monitor: CollapseMonitor, record: dict[str, Any], run_config
     event = monitor.update(record["step"], record["code_abs_mean"], record["loss_minus_log2b"])
     if event == "collapsed":
         bar.write(collapse_message(monitor.collapsed_at, record["code_abs_mean"], record["loss_minus_log2b"],
-                                   warmup_steps, cfg.lr, cfg.flip_prob), file=sys.stderr)
+                                   warmup_steps, cfg.lr, cfg.flip_prob, cfg.l2_weight if cfg.momentum else None),
+                  file=sys.stderr)
         run_config.update(collapsed=True, collapsed_at_step=monitor.collapsed_at)
         write_config(out, run_config)
     elif event == "escaped":

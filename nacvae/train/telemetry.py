@@ -21,6 +21,8 @@ COLLAPSE_LOSS_GAP = 1e-3
 COLLAPSE_PATIENCE_STEPS = 100
 # Codes back above this after a collapse count as an escape (seen late in some runs).
 ESCAPE_CODE_ABS = 1e-2
+# The authors' warm-up in both their classification and hashing runs.
+RECOMMENDED_WARMUP_STEPS = 500
 
 
 @torch.no_grad()
@@ -69,10 +71,19 @@ class CollapseMonitor:
 
 
 def collapse_message(collapsed_at: int, code_abs_mean: float, loss_minus_log2b: float, warmup_steps: int,
-                     lr: float, flip_prob: float) -> str:
+                     lr: float, flip_prob: float, l2_weight: float | None = None) -> str:
+    """One sentence: what was seen, the likely cause and what to change."""
+    if warmup_steps < RECOMMENDED_WARMUP_STEPS:
+        cause = (f"most likely because the warm-up of {warmup_steps} steps is too short for lr {lr:g} at "
+                 f"p = {flip_prob:g}; rerun with --warmup-steps {RECOMMENDED_WARMUP_STEPS} or more, or a lower --lr")
+    elif l2_weight:
+        cause = (f"most likely because the L2 penalty on the codes (--l2-weight {l2_weight:g}) outweighs the weak "
+                 f"channel signal at p = {flip_prob:g}; rerun with --l2-weight 0 (the authors' hashing setting), "
+                 f"a smaller --flip-prob or a lower --lr")
+    else:
+        cause = (f"most likely because the channel signal is too weak at p = {flip_prob:g} for lr {lr:g}; rerun with "
+                 f"a smaller --flip-prob, a lower --lr or a longer --warmup-steps")
     return (
-        f"Warning: NAC's codes have collapsed to the trivial solution z = 0 since step {collapsed_at} "
-        f"(mean |tanh a| {code_abs_mean:.1e}, loss within {abs(loss_minus_log2b):.1e} of log 2B), most likely "
-        f"because the warm-up of {warmup_steps} steps is too short for lr {lr:g} at p = {flip_prob:g}; "
-        f"rerun with a longer --warmup-steps (about 500) or a lower --lr. Training goes on."
+        f"Warning: NAC's codes had collapsed to the trivial solution z = 0 by step {collapsed_at} (mean |tanh a| "
+        f"{code_abs_mean:.1e}, loss within {abs(loss_minus_log2b):.1e} of log 2B), {cause}. Training goes on."
     )

@@ -9,7 +9,9 @@ import torch
 from nacvae.runs import read_config, read_metrics
 from nacvae.train.config import resolve_config
 from nacvae.train.pretrain import pretrain
-from nacvae.train.telemetry import COLLAPSE_PATIENCE_STEPS, CollapseMonitor, code_statistics, looks_collapsed
+from nacvae.train.telemetry import (
+    COLLAPSE_PATIENCE_STEPS, CollapseMonitor, code_statistics, collapse_message, looks_collapsed,
+)
 from tests.clitools import nacvae
 
 
@@ -41,6 +43,17 @@ def test_monitor_fires_once_after_warmup_and_patience_then_reports_an_escape():
     assert m.update(290, 1e-5, 1e-6) is None  # reported once each
 
 
+def test_the_warning_names_the_likely_cause():
+    short = collapse_message(60, 1e-5, 1e-6, warmup_steps=0, lr=5, flip_prob=0.45)
+    assert "--warmup-steps 500" in short and "warm-up of 0 steps" in short
+    penalised = collapse_message(506, 1e-5, 1e-6, warmup_steps=500, lr=3, flip_prob=0.4, l2_weight=0.1)
+    assert "--l2-weight 0" in penalised and "warm-up" not in penalised
+    weak = collapse_message(506, 1e-5, 1e-6, warmup_steps=500, lr=3, flip_prob=0.45)
+    assert "smaller --flip-prob" in weak
+    for message in (short, penalised, weak):
+        assert message.count(". ") == 1 and message.endswith("Training goes on.")
+
+
 def test_nac_rows_carry_the_distance_from_log_2b(tmp_path):
     cfg = resolve_config("digits", steps=30, warmup_steps=10, batch_size=64, log_every=5, code_dim=16)
     run = pretrain(cfg, tmp_path / "run", progress=False)
@@ -66,7 +79,7 @@ def test_a_run_made_to_collapse_warns_once_and_records_it(tmp_path):
                     "--steps", 60 + COLLAPSE_PATIENCE_STEPS + 60, "--out", out, "--quiet")
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.stderr.splitlines() if "collapsed to the trivial solution" in line]
-    assert len(warnings) == 1 and "--warmup-steps" in warnings[0] and "--lr" in warnings[0]
+    assert len(warnings) == 1 and "--warmup-steps 500" in warnings[0] and "--lr" in warnings[0]
     config = json.loads((out / "config.json").read_text())
     assert config["collapsed"] is True and config["status"] == "complete"
     assert config["collapsed_at_step"] <= config["total_steps"] - COLLAPSE_PATIENCE_STEPS
