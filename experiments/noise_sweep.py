@@ -28,6 +28,9 @@ def main() -> None:
     parser.add_argument("--variants", default="plain,momentum", help="plain (non-momentum) and/or momentum")
     parser.add_argument("--steps", type=int, default=None, help="[the dataset's default schedule]")
     parser.add_argument("--warmup-steps", type=int, default=None)
+    parser.add_argument("--l2-weight", type=float, default=None,
+                        help="momentum variant's L2 penalty [0.1]; 0 is the authors' hashing setting. "
+                             "Given, the variant is labelled e.g. momentum-l2-0")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", required=True)
@@ -44,12 +47,13 @@ def main() -> None:
     for variant in args.variants.split(","):
         if variant not in VARIANTS:
             parser.error(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+        label = variant if args.l2_weight is None else f"{variant}-l2-{args.l2_weight:g}"
         results = []
         for p in [float(v) for v in args.ps.split(",")]:
             cfg = resolve_config(args.data, flip_prob=p, momentum=VARIANTS[variant], steps=args.steps,
                                  warmup_steps=args.warmup_steps, seed=args.seed, data_dir=args.data_dir,
-                                 device=args.device)
-            run = pretrain(cfg, out / f"nac-{variant}-p{p}", progress=False)
+                                 device=args.device, l2_weight=args.l2_weight)
+            run = pretrain(cfg, out / f"nac-{label}-p{p}", progress=False)
             encoder, _, data, ddir = resolve_encoder(run=run)
             linear = evaluate_linear(encoder, data, ddir, seed=args.seed, device=device)
             hamming = evaluate_retrieval(encoder, data, ddir, seed=args.seed, device=device)
@@ -57,14 +61,14 @@ def main() -> None:
             train = [r for r in read_metrics(run) if r.get("event") == "train"]
             config = read_config(run)
             results.append({
-                "variant": variant, "p": p, "steps": config["total_steps"], "warmup_steps": config["warmup_steps"],
+                "variant": label, "p": p, "l2_weight": cfg.l2_weight if cfg.momentum else None, "steps": config["total_steps"], "warmup_steps": config["warmup_steps"],
                 "linear_test_accuracy": linear["test_accuracy"], "map": hamming["map"],
                 "map_paper_ranking": paper["map"], "final_code_abs_mean": train[-1]["code_abs_mean"],
                 "final_loss_minus_log2b": train[-1]["loss_minus_log2b"], "collapsed": config.get("collapsed", False),
                 "curve": [(r["step"], r["code_abs_mean"]) for r in train],
             })
             print(json.dumps({k: v for k, v in results[-1].items() if k != "curve"}), flush=True)
-            (out / f"sweep-{variant}.json").write_text(json.dumps(results, indent=1) + "\n")
+            (out / f"sweep-{label}.json").write_text(json.dumps(results, indent=1) + "\n")
     plot(out, args.data)
 
 
@@ -76,7 +80,7 @@ def plot(out: Path, data: str) -> None:
 
     sweeps = {p.stem.split("-", 1)[1]: json.loads(p.read_text()) for p in sorted(out.glob("sweep-*.json"))}
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    styles = {"plain": ("o-", "#d62728"), "momentum": ("s--", "#1f77b4")}
+    styles = {"plain": ("o-", "#d62728"), "momentum": ("s--", "#1f77b4"), "momentum-l2-0": ("^:", "#2ca02c")}
     for variant, rows in sweeps.items():
         style, colour = styles.get(variant, ("^:", "#2ca02c"))
         ps = [r["p"] for r in rows]
