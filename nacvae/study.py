@@ -262,7 +262,8 @@ def _run_seed(preset: Preset, seed: int, seed_dir: Path, pretrain_overrides: dic
             "linear_test_accuracy": linear["test_accuracy"], "linear_train_accuracy": linear["train_accuracy"],
             "retrieval_map": retrieval["map"], "retrieval_map_paper_ranking": paper["map"],
             "distinct_codes": codes["distinct_codes"], "mean_pairwise_hamming": codes["mean_pairwise_hamming"],
-            "pretrain_run": None if init == "random" else str(runs[init]),
+            # Paths relative to the study folder, so that a study can be moved or published.
+            "pretrain_run": None if init == "random" else f"{seed_dir.name}/{runs[init].name}",
             "final_code_abs_mean": None if init == "random" else _last_train_value(runs[init], "code_abs_mean"),
             "vae_run": None,
         }
@@ -282,7 +283,7 @@ def _run_seed(preset: Preset, seed: int, seed_dir: Path, pretrain_overrides: dic
             row.update({
                 "vae_loglik_nats": loglik["loglik_nats"], "vae_bits_per_dim": loglik["bits_per_dim"],
                 "vae_elbo": loglik["elbo"], "vae_kl": loglik["kl"], "vae_active_units": loglik["active_units"],
-                "vae_run": str(vae_run),
+                "vae_run": f"{seed_dir.name}/{vae_run.name}",
             })
         emit(row)
 
@@ -352,11 +353,13 @@ def write_figures(results: dict[str, Any], rows: list[dict[str, Any]], out: Path
     colours = {"random": "#777777", "nac": "#d62728", "simclr": "#1f77b4", "moco": "#2ca02c",
                RETRIEVAL_NAC: "#ff7f0e"}
     for ax, (key, header, _, _) in zip(axes.flat, COLUMNS):
+        scale = 100.0 if "(%)" in header else 1.0
         # Points with error bars, not bars: several measures are negative or far from 0.
         for i, init in enumerate(inits):
             s = table[init].get(key)
             if s is not None:
-                ax.errorbar([i], [s["mean"]], yerr=[s["std"]], fmt="o", ms=8, capsize=5, color=colours[init])
+                ax.errorbar([i], [scale * s["mean"]], yerr=[scale * s["std"]], fmt="o", ms=8, capsize=5,
+                            color=colours[init])
         ax.set_xticks(range(len(inits)), [i.replace("-", "\n") for i in inits])
         ax.set_xlim(-0.5, len(inits) - 0.5)
         ax.set_title(header)
@@ -370,7 +373,7 @@ def write_figures(results: dict[str, Any], rows: list[dict[str, Any]], out: Path
     for row in rows:
         if row["seed"] != 0 or not row.get("vae_run"):
             continue
-        curve = [(r["epoch"], r["elbo"]) for r in read_metrics(Path(row["vae_run"])) if r.get("event") == "test"]
+        curve = [(r["epoch"], r["elbo"]) for r in read_metrics(out / row["vae_run"]) if r.get("event") == "test"]
         if curve:
             ax.plot(*zip(*curve), label=row["init"])
     ax.set_xlabel("epoch")
