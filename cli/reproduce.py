@@ -27,9 +27,10 @@ import click
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def reproduce(preset: str, seeds: int, only_seeds: tuple[int, ...], flip_prob: float | None, data_dir: str | None, device: str, out: str | None,
               resume: bool, as_json: bool, quiet: bool) -> None:
-    """Pretrain NAC, SimCLR and MoCo-v2, evaluate them and a random encoder (linear probe,
-    retrieval, code statistics), train a VAE from each and estimate its log-likelihood; write
-    results.md, results.json and figures/ into the study folder."""
+    """Pretrain NAC, SimCLR and MoCo-v2 for the same number of steps (and NAC again at the
+    preset's retrieval p), evaluate them and a random encoder (linear probe, retrieval, code
+    statistics), train a VAE from each and estimate its log-likelihood; write results.md,
+    results.json and figures/ into the study folder, rebuilt after every seed."""
     from nacvae.runs import default_runs_root, new_run_name
     from nacvae.study import run_study
 
