@@ -9,7 +9,7 @@ import click
 
 @click.command()
 @click.option("--preset", default="digits", show_default=True,
-              help="Scale: digits (under 10 minutes on a CPU), fashion-mnist-cpu (about 40 minutes a seed on 2 cores), "
+              help="Scale: digits (under 10 minutes on a CPU), fashion-mnist-cpu (about an hour of CPU time a seed), "
                    "cifar10-paper (GPU).")
 @click.option("--seeds", type=int, default=1, show_default=True, help="Repeat everything with seeds 0..N-1; report mean ± std.")
 @click.option("--seed", "only_seeds", type=int, multiple=True,
