@@ -66,7 +66,7 @@ PRESETS: dict[str, Preset] = {
     # The CPU-scale study on real data: encoders pretrained on the retrieval protocol's
     # 5,000-image subset (500 per class, as the paper's hashing runs) and evaluated on the
     # full splits; VAEs on all 60,000 training images. About an hour of CPU time a seed (one
-    # core; about 40 minutes on two quiet ones).
+    # core; 36 minutes on two quiet ones).
     "fashion-mnist-cpu": Preset(
         data="fashion-mnist", arch="smallconv",
         description="Fashion-MNIST (28x28), small conv net pretrained 1,400 steps on 5,000 images, VAEs 1 epoch",
