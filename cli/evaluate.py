@@ -7,7 +7,7 @@ import math
 
 import click
 
-from cli.options import data_options
+from nacvae.cli.options import data_options
 
 
 def _encoder_options(command):

@@ -31,11 +31,11 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from cli.evaluate import eval_group
-    from cli.export import export
-    from cli.pretrain import pretrain
-    from cli.reproduce import reproduce
-    from cli.vae import loglik, vae
+    from nacvae.cli.evaluate import eval_group
+    from nacvae.cli.export import export
+    from nacvae.cli.pretrain import pretrain
+    from nacvae.cli.reproduce import reproduce
+    from nacvae.cli.vae import loglik, vae
 
     eval_group.add_command(loglik)  # `nacvae eval loglik` lives beside the VAE command
     for command in (pretrain, eval_group, vae, reproduce, export):

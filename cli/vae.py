@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from cli.options import data_options
+from nacvae.cli.options import data_options
 from nacvae.runs import default_runs_root, new_run_name
 
 

@@ -1,5 +1,5 @@
 """``python -m nacvae ...`` (and ``torchrun -m nacvae ...``) runs the command-line interface."""
 
-from cli.main import main
+from nacvae.cli.main import main
 
 main()

@@ -5,7 +5,7 @@ from click.testing import CliRunner
 
 def nacvae(*args):
     """Runs the click application as the console script does; re-raises unexpected errors."""
-    from cli.main import cli
+    from nacvae.cli.main import cli
 
     result = CliRunner().invoke(cli, [str(a) for a in args], prog_name="nacvae")
     if result.exception is not None and not isinstance(result.exception, SystemExit):

@@ -108,7 +108,7 @@ def train_whole_cut_and_resume(root) -> None:
     """Through the CLI a whole run; a run interrupted during step 3 (snapshot kept); its resumption."""
     import shutil
 
-    from cli.main import cli
+    from nacvae.cli.main import cli
     from nacvae import distributed
     from nacvae.train import methods
     from nacvae.train.config import resolve_config
@@ -228,7 +228,7 @@ def test_torchrun_style_job_writes_once_and_resumes_exactly(job):
 def test_world_size_that_does_not_divide_the_batch_fails_in_one_sentence(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from cli.main import cli
+    from nacvae.cli.main import cli
 
     out = tmp_path / "run"
 
