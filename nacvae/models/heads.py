@@ -60,8 +60,15 @@ def ema_copy(module: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def ema_update(key: nn.Module, query: nn.Module, momentum: float) -> None:
-    """key <- m * key + (1 - m) * query for parameters; buffers (BN statistics) are copied."""
-    for pk, pq in zip(key.parameters(), query.parameters()):
-        pk.mul_(momentum).add_(pq.detach(), alpha=1.0 - momentum)
-    for bk, bq in zip(key.buffers(), query.buffers()):
-        bk.copy_(bq)
+    """key <- m * key + (1 - m) * query for parameters; buffers (BN statistics) are copied.
+
+    Done with multi-tensor (_foreach_) operations: a handful of kernel launches for the
+    whole encoder rather than two per parameter.
+    """
+    keys, queries = list(key.parameters()), [p.detach() for p in query.parameters()]
+    if keys:
+        torch._foreach_mul_(keys, momentum)
+        torch._foreach_add_(keys, queries, alpha=1.0 - momentum)
+    key_buffers, query_buffers = list(key.buffers()), list(query.buffers())
+    if key_buffers:
+        torch._foreach_copy_(key_buffers, query_buffers)

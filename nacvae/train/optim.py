@@ -34,23 +34,37 @@ class LARS(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
+            # One batch of multi-tensor (_foreach_) operations per device and dtype instead
+            # of a Python loop of small kernels per parameter; the arithmetic is the same.
+            batches: dict[tuple, list[torch.Tensor]] = {}
             for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad.add(p, alpha=group["weight_decay"]) if group["weight_decay"] else p.grad.clone()
-                if not group["lars_exclude"]:
-                    w_norm = torch.linalg.vector_norm(p)
-                    g_norm = torch.linalg.vector_norm(grad)
-                    ok = (w_norm > 0) & (g_norm > 0)
-                    trust = torch.where(ok, group["eta"] * w_norm / g_norm.clamp_min(1e-30), torch.ones_like(w_norm))
-                    grad.mul_(trust)
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p)
-                buf = state["momentum_buffer"]
-                buf.mul_(group["momentum"]).add_(grad, alpha=group["lr"])
-                p.sub_(buf)
+                if p.grad is not None:
+                    batches.setdefault((p.device, p.dtype), []).append(p)
+            for params in batches.values():
+                self._update(params, group)
         return loss
+
+    def _update(self, params: list[torch.Tensor], group: dict) -> None:
+        grads = [p.grad for p in params]
+        if group["weight_decay"]:
+            grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+        else:
+            grads = [g.clone() for g in grads]
+        if not group["lars_exclude"]:
+            w_norm = torch.stack(torch._foreach_norm(params))
+            g_norm = torch.stack(torch._foreach_norm(grads))
+            ok = (w_norm > 0) & (g_norm > 0)
+            trust = torch.where(ok, group["eta"] * w_norm / g_norm.clamp_min(1e-30), torch.ones_like(w_norm))
+            torch._foreach_mul_(grads, list(trust.unbind(0)))
+        bufs = []
+        for p in params:
+            state = self.state[p]
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = torch.zeros_like(p)
+            bufs.append(state["momentum_buffer"])
+        torch._foreach_mul_(bufs, group["momentum"])
+        torch._foreach_add_(bufs, grads, alpha=group["lr"])
+        torch._foreach_sub_(params, bufs)
 
 
 def build_optimizer(name: str, params: Iterable, lr: float, weight_decay: float) -> Optimizer:

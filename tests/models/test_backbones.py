@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -73,3 +74,23 @@ def test_ema_update():
         q.weight.add_(1.0)
     ema_update(k, q, 0.9)
     torch.testing.assert_close(k.weight, 0.9 * before + 0.1 * q.weight.detach())
+
+
+def test_ema_update_multi_tensor_equals_the_per_tensor_loop():
+    torch.manual_seed(0)
+    query, _ = build_backbone("smallconv", 1, 8)
+    key = ema_copy(query)
+    with torch.no_grad():
+        for p in query.parameters():
+            p.add_(torch.randn_like(p))
+        query(torch.randn(4, 1, 8, 8))  # moves the batch-norm statistics
+    ref = copy.deepcopy(key)
+    with torch.no_grad():
+        for pk, pq in zip(ref.parameters(), query.parameters()):
+            pk.mul_(0.99).add_(pq, alpha=1.0 - 0.99)
+        for bk, bq in zip(ref.buffers(), query.buffers()):
+            bk.copy_(bq)
+    ema_update(key, query, 0.99)
+    assert len(list(key.buffers())) > 0
+    for (name, a), b in zip(key.state_dict().items(), ref.state_dict().values()):
+        assert torch.equal(a, b), name

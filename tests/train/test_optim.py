@@ -53,3 +53,49 @@ def test_schedules_in_steps_and_epochs():
     assert schedule_steps(resolve_config("digits", steps=40, warmup_steps=0), 11) == (40, 0)
     # The paper's CIFAR-10 schedule: 1000 epochs of 50 steps, 500 warm-up steps (10 epochs).
     assert schedule_steps(resolve_config("cifar10"), 50) == (50_000, 500)
+
+
+def _lars_reference_step(params, states, lr, momentum, weight_decay, eta, exclude=False):
+    """LARS one tensor at a time, as a plain loop (the multi-tensor step must match it)."""
+    for p in params:
+        if p.grad is None:
+            continue
+        grad = p.grad.add(p, alpha=weight_decay) if weight_decay else p.grad.clone()
+        if not exclude:
+            w_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(grad)
+            ok = (w_norm > 0) & (g_norm > 0)
+            grad.mul_(torch.where(ok, eta * w_norm / g_norm.clamp_min(1e-30), torch.ones_like(w_norm)))
+        buf = states.setdefault(id(p), torch.zeros_like(p))
+        buf.mul_(momentum).add_(grad, alpha=lr)
+        p.sub_(buf)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-4])
+def test_lars_multi_tensor_step_equals_the_per_tensor_loop(weight_decay):
+    g = torch.Generator().manual_seed(0)
+    shapes = [(5, 3), (3,), (2, 3, 3, 3), (7,), (4,)]
+    dtypes = [torch.float32, torch.float32, torch.float32, torch.float64, torch.float32]
+    init = [torch.randn(s, generator=g, dtype=d) for s, d in zip(shapes, dtypes)]
+    init[3].zero_()  # zero weights: trust ratio 1
+    ours = [torch.nn.Parameter(t.clone()) for t in init]
+    ref = [t.clone() for t in init]
+    opt = LARS([{"params": ours[:4]}, {"params": ours[4:], "lars_exclude": True}],
+               lr=0.3, momentum=0.9, weight_decay=weight_decay, eta=0.02)
+    states: dict = {}
+    for step in range(4):
+        grads = [torch.randn(s, generator=g, dtype=d) for s, d in zip(shapes, dtypes)]
+        if step == 1:
+            grads[1] = None  # a parameter without a gradient is left alone
+        if step == 2:
+            grads[0] = torch.zeros(shapes[0])  # zero gradient: trust ratio 1
+        for p, r, gr in zip(ours, ref, grads):
+            p.grad = None if gr is None else gr.clone()
+            r.grad = None if gr is None else gr.clone()
+        opt.step()
+        _lars_reference_step(ref[:4], states, 0.3, 0.9, weight_decay, 0.02)
+        _lars_reference_step(ref[4:], states, 0.3, 0.9, weight_decay, 0.02, exclude=True)
+        for p, r in zip(ours, ref):
+            assert torch.equal(p.detach(), r), step
+        for p, r in zip(ours, ref):
+            if id(r) in states:
+                assert torch.equal(opt.state[p]["momentum_buffer"], states[id(r)])
