@@ -42,15 +42,20 @@ from nacvae.runs import default_runs_root, new_run_name
 @click.option("--seed", type=int, default=None, help="Random seed; the same seed repeats the run exactly on CPU [0].")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N; under torchrun auto, cpu or cuda [auto].")
 @click.option("--amp/--no-amp", default=None,
-              help="bf16 autocast for the encoder (the objectives stay float32) [on for CUDA, off on CPU].")
+              help="bf16 autocast for the encoder (the objectives stay float32) [on for GPUs with native bf16, "
+                   "Ampere and newer; off on older GPUs and CPUs].")
 @click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the backbone (slow first steps).")
 @click.option("--sync-bn", is_flag=True, default=None,
               help="Under torchrun on GPUs, batch-norm statistics over the global batch (SyncBatchNorm).")
+@click.option("--dist-timeout", type=float, default=None, metavar="MINUTES",
+              help="Under torchrun, how long a process may wait in a collective (for example while rank 0 "
+                   "downloads or decodes the data) before the job is aborted [30].")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run folder to create (default: a new folder under $NACVAE_RUNS or ./runs).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out with its saved configuration.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def pretrain(out: str | None, resume: bool, quiet: bool, compile_: bool | None, **options) -> None:
+def pretrain(out: str | None, resume: bool, quiet: bool, compile_: bool | None, dist_timeout: float | None,
+             **options) -> None:
     """Pretrain an encoder with NAC (default), SimCLR or MoCo-v2 and write a run folder.
 
     Runs on several GPUs or machines when started by torchrun (docs/scaling.md).
@@ -70,7 +75,7 @@ def pretrain(out: str | None, resume: bool, quiet: bool, compile_: bool | None, 
         if out is None:
             tag = cfg.objective + ("-momentum" if cfg.momentum else "")
             out = str(default_runs_root() / new_run_name("pretrain", data, tag))
-        run = run_pretrain(cfg, Path(out), resume=resume, progress=not quiet)
+        run = run_pretrain(cfg, Path(out), resume=resume, progress=not quiet, dist_timeout=dist_timeout)
     except NacvaeError:
         if not distributed.is_main():
             sys.exit(2)  # every rank meets the same error; rank 0 reports it

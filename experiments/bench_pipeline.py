@@ -15,7 +15,7 @@ conventional  a torch DataLoader whose workers apply torchvision's per-image PIL
 parameters (crop scale and ratio, flip, jitter, grayscale probabilities).
 
 Both feed the same model, loss and optimiser (one instance, prepared for the device as
-``nacvae pretrain`` prepares it: bf16 autocast and channels-last on CUDA), with the same
+``nacvae pretrain`` prepares it: bf16 autocast on GPUs with native bf16, channels-last), with the same
 batch size and augmentation parameters, and are timed in the same run in alternating
 rounds, so that a change in the machine's load affects both. The data are synthetic uint8
 images (no download). Each round starts a fresh DataLoader iterator and times it only
@@ -47,6 +47,7 @@ from nacvae.data import default_augment, two_views  # noqa: E402
 from nacvae.train.config import PretrainConfig  # noqa: E402
 from nacvae.train.methods import prepare_method  # noqa: E402
 from nacvae.train.optim import build_optimizer  # noqa: E402
+from nacvae.train.precision import resolve_amp  # noqa: E402
 from nacvae.train.pretrain import build_pretrain_method, step_seed, train_step  # noqa: E402
 
 # dataset -> (image shape, mean, std); the statistics only set the normalisation constants.
@@ -71,7 +72,7 @@ def parse_args() -> argparse.Namespace:
                     help="image shape and augmentation parameters of this dataset (the images are synthetic)")
     ap.add_argument("--images", type=int, default=50_000, help="synthetic training images")
     ap.add_argument("--code-dim", type=int, default=128)
-    ap.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast [on for CUDA]")
+    ap.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast [on for GPUs with native bf16]")
     ap.add_argument("--compile", action="store_true", help="torch.compile the backbone")
     ap.add_argument("--epoch", action="store_true",
                     help="also time one full NAC epoch over --images images with nacvae's pipeline")
@@ -102,7 +103,7 @@ class Bench:
         self.method = build_pretrain_method(cfg, shape).to(device)
         params = [p for p in self.method.parameters() if p.requires_grad]
         self.optimizer = build_optimizer("lars", params, lr=0.1, weight_decay=1e-6)
-        self.amp = device.type == "cuda" if args.amp is None else args.amp
+        self.amp = resolve_amp(device, args.amp)  # as nacvae pretrain decides it
         prepare_method(self.method, device, amp=self.amp, compile=args.compile)
         self.method.train()
         self.step = 0

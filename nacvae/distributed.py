@@ -16,8 +16,10 @@ averages the W parameter gradients, which gives d[(1/W) sum_r loss_r]/d(paramete
 
 from __future__ import annotations
 
+import math
 import os
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Callable, Iterator, TypeVar
 
 import torch
@@ -29,9 +31,15 @@ from nacvae.errors import ConfigError, NacvaeError
 T = TypeVar("T")
 
 __all__ = [
-    "agree", "all_reduce_sum", "barrier", "gather_no_grad", "gather_with_grad", "is_distributed", "is_main",
-    "launched_by_torchrun", "local_rank", "process_group", "rank", "world_size",
+    "DEFAULT_TIMEOUT_MINUTES", "agree", "all_reduce_sum", "barrier", "collective_timeout", "gather_no_grad",
+    "gather_with_grad", "is_distributed", "is_main", "launched_by_torchrun", "local_rank", "process_group", "rank",
+    "world_size",
 ]
+
+# How long a process waits in one collective before the job is aborted. NCCL's own default
+# (10 minutes) is too short for rank 0 to download or decode a large dataset while the
+# other ranks wait for it in `agree`.
+DEFAULT_TIMEOUT_MINUTES = 30.0
 
 
 def launched_by_torchrun() -> bool:
@@ -84,11 +92,22 @@ def _pick_device(requested: torch.device) -> torch.device:
     return torch.device("cuda", local_rank())
 
 
+def collective_timeout(minutes: float | None = None) -> timedelta:
+    """The collectives' timeout for ``--dist-timeout MINUTES`` (None: the default)."""
+    if minutes is None:
+        minutes = DEFAULT_TIMEOUT_MINUTES
+    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not (
+            math.isfinite(minutes) and minutes > 0):
+        raise ConfigError(f"--dist-timeout must be a positive number of minutes, got {minutes!r}.")
+    return timedelta(minutes=minutes)
+
+
 @contextmanager
-def process_group(requested: torch.device) -> Iterator[torch.device]:
+def process_group(requested: torch.device, timeout: timedelta | None = None) -> Iterator[torch.device]:
     """Join the process group when torchrun started this process; yields this process's device.
 
     ``requested`` is the device the user asked for (``cuda`` without an index, or ``cpu``).
+    ``timeout`` bounds every collective of the group (default ``DEFAULT_TIMEOUT_MINUTES``).
     A group that already exists (created by the caller) is used and left alone; one created
     here is destroyed on exit.
     """
@@ -104,14 +123,15 @@ def process_group(requested: torch.device) -> Iterator[torch.device]:
     if not dist.is_available():
         raise ConfigError("This PyTorch build has no torch.distributed, so it cannot run under torchrun.")
     device = _pick_device(requested)
+    timeout = timeout if timeout is not None else collective_timeout()
     if device.type == "cuda":
         torch.cuda.set_device(device)
         try:
-            dist.init_process_group("nccl", device_id=device)  # binds the GPU (PyTorch >= 2.3)
+            dist.init_process_group("nccl", timeout=timeout, device_id=device)  # binds the GPU (PyTorch >= 2.3)
         except TypeError:
-            dist.init_process_group("nccl")
+            dist.init_process_group("nccl", timeout=timeout)
     else:
-        dist.init_process_group("gloo")
+        dist.init_process_group("gloo", timeout=timeout)
     try:
         yield device
     finally:

@@ -51,7 +51,7 @@ class PretrainConfig:
     l2_weight: float = 0.1
     seed: int = 0
     device: str = "auto"
-    amp: bool | None = None            # bf16 autocast for the encoder; None = on for CUDA, off on CPU
+    amp: bool | None = None            # bf16 autocast for the encoder; None = on for GPUs with native bf16 (train/precision.py)
     compile: bool = False              # torch.compile the backbone(s)
     sync_bn: bool = False              # SyncBatchNorm across processes under torchrun (CUDA only)
     image_size: int | None = None      # folders only: side the images are resized to

@@ -34,6 +34,7 @@ from nacvae.runs import (
 from nacvae.train.config import PretrainConfig, check_world_size, resolve_device, schedule_steps, validate_config
 from nacvae.train.methods import Method, build_method, prepare_method
 from nacvae.train.optim import build_optimizer, build_scheduler
+from nacvae.train.precision import resolve_amp
 from nacvae.train.telemetry import CollapseMonitor, code_statistics, collapse_message
 
 
@@ -100,11 +101,14 @@ def train_step(method: Method, optimizer: torch.optim.Optimizer, x1: torch.Tenso
     return loss.detach(), a1.detach()
 
 
-def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, progress: bool = True) -> Path:
+def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
+             dist_timeout: float | None = None) -> Path:
     """Train an encoder as ``cfg`` says, writing the run folder ``out``; returns its path.
 
     With ``resume`` the configuration saved in ``out`` is used and training continues from
-    its last checkpoint. Under torchrun every process calls this; only rank 0 writes.
+    its last checkpoint. Under torchrun every process calls this; only rank 0 writes, and
+    ``dist_timeout`` (minutes, default ``distributed.DEFAULT_TIMEOUT_MINUTES``) bounds
+    each collective.
     """
     out = Path(out)
     # Checks that need no other process, so that every rank fails alike before any waiting.
@@ -113,12 +117,13 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, progres
         saved = read_config(out)
         cfg = PretrainConfig.from_dict(saved["pretrain"])
     validate_config(cfg)
+    timeout = distributed.collective_timeout(dist_timeout)
     world = distributed.world_size()
     per_rank = check_world_size(cfg.batch_size, world)
     requested = resolve_device(cfg.device)
     if cfg.sync_bn and world > 1 and requested.type != "cuda":
         raise ConfigError("--sync-bn needs CUDA GPUs, because PyTorch's SyncBatchNorm does not run on CPU.")
-    with distributed.process_group(requested) as device:
+    with distributed.process_group(requested, timeout) as device:
         return _train(cfg, out, resume, progress, device, per_rank)
 
 
@@ -146,7 +151,7 @@ def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device:
         scheduler.load_state_dict(ckpt["scheduler"])
         start_step = ckpt["step"]
         del ckpt
-    amp = device.type == "cuda" if cfg.amp is None else cfg.amp
+    amp = resolve_amp(device, cfg.amp)
     prepare_method(method, device, amp=amp, compile=cfg.compile, sync_bn=cfg.sync_bn)
     run_config = {
         "kind": "pretrain", "status": "running", "objective": cfg.objective, "dataset": cfg.data,
