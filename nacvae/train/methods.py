@@ -193,7 +193,10 @@ def prepare_method(method: Method, device: torch.device, *, amp: bool, compile: 
         method.to(memory_format=torch.channels_last)
     multi = distributed.is_distributed()
     if multi and sync_bn:
-        nn.SyncBatchNorm.convert_sync_batchnorm(method)  # key encoders too: same statistics everywhere
+        # The trained encoder only: a key encoder runs without gradients and its weights
+        # follow the encoder by EMA, so per-process statistics serve it, and every
+        # SyncBatchNorm layer costs collectives and a host-device wait per forward pass.
+        method.encoder = nn.SyncBatchNorm.convert_sync_batchnorm(method.encoder)
     if compile:
         for encoder in (method.encoder, getattr(method, "key_encoder", None)):
             if encoder is not None:

@@ -123,6 +123,9 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, progres
     requested = resolve_device(cfg.device)
     if cfg.sync_bn and world > 1 and requested.type != "cuda":
         raise ConfigError("--sync-bn needs CUDA GPUs, because PyTorch's SyncBatchNorm does not run on CPU.")
+    if cfg.sync_bn and cfg.compile:
+        raise ConfigError("--compile cannot be combined with --sync-bn, because torch.compile splits the graph "
+                          "at every SyncBatchNorm layer; drop one of them.")
     with distributed.process_group(requested, timeout) as device:
         return _train(cfg, out, resume, progress, device, per_rank)
 
