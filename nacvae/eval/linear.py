@@ -73,7 +73,7 @@ def _new_classifier(num_features: int, num_classes: int, generator: torch.Genera
 
 
 def _fit(
-    batch_features: Callable[[torch.Tensor], torch.Tensor],
+    batch_features: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     labels: torch.Tensor,
     num_features: int,
     num_classes: int,
@@ -86,7 +86,8 @@ def _fit(
     generator: torch.Generator,
     device,
 ) -> tuple[nn.Linear, dict]:
-    """Train the classifier; ``batch_features(indices)`` gives features on ``device``."""
+    """Train the classifier; ``batch_features(indices, device_indices)`` gives features on
+    ``device`` for the examples ``indices`` (on the CPU; the same on ``device``)."""
     classifier = _new_classifier(num_features, num_classes, generator).to(device)
     optimizer = torch.optim.SGD(
         classifier.parameters(), lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay
@@ -98,16 +99,18 @@ def _fit(
     step = 0
     for _ in range(epochs):
         order = torch.randperm(n, generator=generator)
-        # Kept on the device so that a step never waits for the accelerator.
+        # One copy of the epoch's order to the device, rather than a blocking copy of
+        # each step's indices; the sums below stay there too, so no step waits for it.
+        order_on_device = order.to(device)
         correct = torch.zeros((), dtype=torch.long, device=device)
         loss_sum = torch.zeros((), device=device)
         seen = 0
         for s in range(0, n, batch_size):
-            idx = order[s : s + batch_size]
+            idx, idx_on_device = order[s : s + batch_size], order_on_device[s : s + batch_size]
             for group in optimizer.param_groups:
                 group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
-            target = labels[idx.to(device)]
-            logits = classifier(batch_features(idx))
+            target = labels[idx_on_device]
+            logits = classifier(batch_features(idx, idx_on_device))
             loss = F.cross_entropy(logits, target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -180,7 +183,7 @@ def train_linear_classifier(
     generator = torch.Generator().manual_seed(int(seed))
     train_on_device = train_x.to(device)
     classifier, stats = _fit(
-        lambda idx: train_on_device[idx.to(device)],
+        lambda idx, idx_on_device: train_on_device[idx_on_device],
         train_y, train_x.shape[1], num_classes, epochs, batch_size, lr, momentum, nesterov,
         weight_decay, generator, device,
     )
@@ -250,7 +253,8 @@ def train_linear_probe_augmented(
     generator = torch.Generator().manual_seed(int(seed))
 
     @torch.no_grad()
-    def batch_features(idx: torch.Tensor) -> torch.Tensor:
+    def batch_features(idx: torch.Tensor, idx_on_device: torch.Tensor) -> torch.Tensor:
+        # The augmentation runs on the CPU, so the batch is indexed (and augmented) there.
         x = augment_fn(train_images_uint8[idx], generator).to(device)
         return torch.flatten(backbone(x), 1).float()
 

@@ -110,3 +110,21 @@ def test_extract_features():
         assert torch.allclose(feats, net(normalize(images)), atol=1e-6)
     with pytest.raises(DataError):
         extract_features(net, images.float(), normalize)
+
+
+def test_index_tensors_go_to_the_device_once_per_epoch(monkeypatch):
+    """A step indexes with a slice of the epoch's order already on the device: the only
+    integer tensors copied with ``.to`` are the labels (once) and each epoch's order."""
+    x, y = blobs(60, seed=0)
+    moved = []
+    real_to = torch.Tensor.to
+
+    def counting_to(self, *args, **kwargs):
+        if not self.dtype.is_floating_point and self.dtype != torch.bool:
+            moved.append(tuple(self.shape))
+        return real_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", counting_to)
+    out = train_linear_classifier(x, y, x, y, num_classes=5, epochs=3, batch_size=20)
+    assert out["steps"] == 3 * 15
+    assert moved == [(300,)] * 4  # labels, then one order per epoch
