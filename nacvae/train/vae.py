@@ -26,7 +26,6 @@ from typing import Any
 
 import pyro
 import torch
-from pyro.poutine.messenger import Messenger
 from tqdm import tqdm
 
 from nacvae import __version__
@@ -37,6 +36,7 @@ from nacvae.models.vae import VAE, analytic_kl
 from nacvae.runs import (
     CHECKPOINT, append_metrics, check_run_dir, create_run_dir, read_config, run_checkpoint, truncate_metrics, write_config,
 )
+from nacvae.train.elbo import negative_elbo
 from nacvae.train.vae_config import (
     _STREAM_PICTURES, _STREAM_SHUFFLE, _STREAM_TEST, ELBOS, INITS, VAE_DEFAULTS, VAEConfig, check_encoder_shape,
     resolve_encoder_init, resolve_vae_config, validate_vae_config,
@@ -113,40 +113,17 @@ def vae_observations(images: torch.Tensor, likelihood: str, mode: str = "thresho
 # -------------------------------------------------------------------------- training
 
 
-class _ObjectiveProbe(Messenger):
-    """Scales the latent site by the KL weight and keeps each probed site's (fn, value).
-
-    Scaling ``z`` in both model and guide multiplies log p(z) - log q(z|x) (Trace_ELBO) and
-    the analytic KL (TraceMeanField_ELBO) by the weight, leaving the likelihood term alone.
-    """
-
-    def __init__(self, probe: str, kl_weight: float = 1.0):
-        super().__init__()
-        self.probe, self.kl_weight, self.site = probe, kl_weight, None
-
-    def _process_message(self, msg):
-        if msg["type"] == "sample" and msg["name"] == "z" and self.kl_weight != 1.0:
-            msg["scale"] = self.kl_weight * msg["scale"]
-
-    def _postprocess_message(self, msg):
-        if msg["type"] == "sample" and msg["name"] == self.probe:
-            self.site = (msg["fn"], msg["value"])
-
-
 def _kl_weight(step: int, warmup_steps: int) -> float:
     return 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
 
 
-def _loss(vae: VAE, elbo, x: torch.Tensor, kl_weight: float):
-    """(loss per image, reconstruction sum, KL sum); the last two are detached, beta = 1."""
-    model_probe, guide_probe = _ObjectiveProbe("x", kl_weight), _ObjectiveProbe("z", kl_weight)
-    loss = elbo.differentiable_loss(model_probe(vae.model), guide_probe(vae.guide), x) / x.shape[0]
-    with torch.no_grad():
-        fn_x, obs = model_probe.site
-        fn_z, _ = guide_probe.site
-        rec = fn_x.log_prob(obs).sum()
-        kl = analytic_kl(fn_z.base_dist.loc, fn_z.base_dist.scale).sum()
-    return loss, rec, kl
+def _loss(vae: VAE, elbo: str, x: torch.Tensor, kl_weight: float):
+    """(loss per image, reconstruction sum, KL sum); the last two are detached, beta = 1.
+
+    ``elbo`` is the estimator ("meanfield" or "trace"); the loss equals Pyro's
+    TraceMeanField_ELBO / Trace_ELBO loss for vae.model and vae.guide (nacvae.train.elbo).
+    """
+    return negative_elbo(vae, x, kl_weight, elbo)
 
 
 @torch.no_grad()
@@ -241,13 +218,13 @@ def _train(cfg: VAEConfig, out: Path, resume: bool, progress: bool, device: torc
     from nacvae.train.pretrain import step_seed
 
     vae = build_vae(cfg, backbone, feature_dim, data.image_shape, data.mean, data.std).to(device)
-    # The loss comes from Pyro's ELBO objects through `differentiable_loss` and is minimised
-    # with a plain torch optimiser over the module's parameters (rather than SVI with
-    # pyro.optim): the optimiser's state dict makes resuming exact, and the same step would
-    # take data-parallel gradient averaging or autocast without going through the param store.
+    # The loss is Pyro's ELBO for vae.model / vae.guide, computed from the model's own terms
+    # (nacvae.train.elbo) and minimised with a plain torch optimiser over the module's
+    # parameters (rather than SVI with pyro.optim): the optimiser's state dict makes resuming
+    # exact, and the same step would take data-parallel gradient averaging or autocast.
     params = [p for p in vae.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
-    elbo = ELBOS[cfg.elbo]()
+    elbo = cfg.elbo
 
     n = data.train.shape[0]
     steps_per_epoch = n // cfg.batch_size  # the last incomplete batch is dropped
@@ -297,8 +274,7 @@ def _train(cfg: VAEConfig, out: Path, resume: bool, progress: bool, device: torc
     writer = SummaryWriter(str(out / "tb"), purge_step=start_step if resume else None)
     bar = tqdm(total=total_steps, initial=start_step, disable=not progress, unit="step", dynamic_ncols=True)
     vae.train()
-    # Accumulated on the device, read at log steps (Pyro's ELBOs read the loss value every
-    # step anyway, but the extra terms need not add syncs).
+    # Accumulated on the device and read only at log steps: no host-device sync per step.
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, reconstruction, KL (per image)
     finite = torch.ones((), dtype=torch.bool, device=device)
     window_steps, window_start = 0, time.perf_counter()

@@ -179,17 +179,17 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    from pyro.infer import TraceMeanField_ELBO
+    from nacvae.train import vae as vae_module
 
     calls = {"n": 0}
-    real = TraceMeanField_ELBO.differentiable_loss
+    real = vae_module._loss
 
-    def poisoned(self, model, guide, *args, **kwargs):
+    def poisoned(*args, **kwargs):
         calls["n"] += 1
-        loss = real(self, model, guide, *args, **kwargs)
-        return loss * float("nan") if calls["n"] > 7 else loss
+        loss, rec, kl = real(*args, **kwargs)
+        return (loss * float("nan") if calls["n"] > 7 else loss), rec, kl
 
-    monkeypatch.setattr(TraceMeanField_ELBO, "differentiable_loss", poisoned)
+    monkeypatch.setattr(vae_module, "_loss", poisoned)
     cfg = resolve_vae_config("digits", **TINY)
     with pytest.raises(TrainingError, match=r"non-finite before step 10; the last good checkpoint \(step 5\)"):
         train_vae(cfg, tmp_path / "run", progress=False)
