@@ -46,7 +46,8 @@ from nacvae.runs import default_runs_root, new_run_name
                    "Ampere and newer; off on older GPUs and CPUs].")
 @click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the backbone (slow first steps).")
 @click.option("--sync-bn", is_flag=True, default=None,
-              help="Under torchrun on GPUs, batch-norm statistics over the global batch (SyncBatchNorm).")
+              help="Under torchrun on GPUs, the trained encoder's batch-norm statistics over the global batch "
+                   "(SyncBatchNorm; not with --compile).")
 @click.option("--dist-timeout", type=float, default=None, metavar="MINUTES",
               help="Under torchrun, how long a process may wait in a collective (for example while rank 0 "
                    "downloads or decodes the data) before the job is aborted [30].")
