@@ -110,10 +110,18 @@ def test_missed_targets_and_failed_steps_fail(tmp_path):
     assert gpu_summary.main([str(tmp_path)]) == 1
 
 
+def write_rates(run: Path, *rates: float) -> None:
+    run.mkdir()
+    records = [{"event": "train", "step": 10 * (i + 1), "images_per_s": r} for i, r in enumerate(rates)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
 def test_sync_bn_cost_with_two_gpus(tmp_path):
-    write_logs(tmp_path, ddp="...\nimages_per_s 20000.0\n", **{"ddp-sync-bn": "images_per_s 15000.0\n"})
-    assert verdicts(tmp_path)["--sync-bn cost, 2 GPUs"] == ("15,000 vs 20,000 images/s without (+25.0 % slower)",
-                                                            "info")
+    write_logs(tmp_path, ddp="Run folder: ddp\n", **{"ddp-sync-bn": "Run folder: ddp-sync-bn\n"})
+    write_rates(tmp_path / "ddp", 5000.0, 20000.0)
+    write_rates(tmp_path / "ddp-sync-bn", 4000.0, 15000.0)
+    check = "--sync-bn cost, 2 GPUs, ResNet-18 on digits, batch 512"
+    assert verdicts(tmp_path)[check] == ("15,000 vs 20,000 images/s without (+25.0 % slower)", "info")
 
 
 def test_docs_state_the_targets():
@@ -139,7 +147,14 @@ elif args[0].endswith("bench_pipeline.py"):
 elif args[0].endswith("vae_sync_check.py"):
     print("sync check: 0 synchronising call(s) in one step")
 elif args[0] == "-c":
-    print(1)  # one GPU
+    print(os.environ["STAND_IN_GPUS"])  # torch.cuda.device_count()
+elif args[:2] == ["-m", "torch.distributed.run"]:  # two processes of nacvae pretrain
+    assert args[args.index("--nproc-per-node") + 1] == "2" and args[5:8] == ["-m", "nacvae", "pretrain"], args
+    out = args[args.index("--out") + 1]
+    os.makedirs(out)  # fails on a used folder, as nacvae does
+    rate = 900.0 if "--sync-bn" in args else 1000.0
+    with open(os.path.join(out, "metrics.jsonl"), "w") as f:
+        f.write(json.dumps({{"event": "train", "step": 60, "images_per_s": rate}}) + "\n")
 elif args[:2] == ["-m", "nacvae"]:
     if args[2] == "eval":
         print(json.dumps({{"loglik_nats": -3000.0}} if args[3] == "loglik" else {{"map": 0.4}}))
@@ -155,11 +170,12 @@ else:
 '''
 
 
-def test_gpu_check_runs_twice_in_a_row(tmp_path):
+@pytest.mark.parametrize("gpus", [1, 2])
+def test_gpu_check_runs_twice_in_a_row(tmp_path, gpus):
     python = tmp_path / "python"
     python.write_text(STAND_IN.format(python=sys.executable, device=DEVICE, epoch=epoch_log(), bench=bench_log()))
     python.chmod(python.stat().st_mode | stat.S_IEXEC)
-    env = {**os.environ, "PYTHON": str(python)}
+    env = {**os.environ, "PYTHON": str(python), "STAND_IN_GPUS": str(gpus)}
     folders = []
     for _ in range(2):
         done = subprocess.run(["bash", str(ROOT / "experiments" / "gpu_check.sh"), str(tmp_path / "runs")],
@@ -167,6 +183,10 @@ def test_gpu_check_runs_twice_in_a_row(tmp_path):
         assert done.returncode == 0, done.stdout + done.stderr
         table = done.stdout[done.stdout.index("| check |"):]
         assert "FAIL" not in table and table.count("| pass |") == 9
+        if gpus == 2:
+            assert "| 900 vs 1,000 images/s without (+10.0 % slower) | reported | info |" in table
+        else:
+            assert "| --sync-bn cost | not measured (needs 2 GPUs) | reported | n/a |" in table
         folders.append(Path(re.search(r"^gpu check \(gpu\): (.+)$", done.stdout, re.MULTILINE).group(1)))
     assert folders[0] != folders[1] and all((f / "summary.md").exists() for f in folders)
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == sorted(f.name for f in folders)
@@ -181,6 +201,7 @@ def test_gpu_check_without_a_gpu_says_so(tmp_path):
     python.chmod(python.stat().st_mode | stat.S_IEXEC)
     done = subprocess.run(["bash", str(ROOT / "experiments" / "gpu_check.sh"), str(tmp_path / "runs")],
                           capture_output=True, text=True, env={**os.environ, "PYTHON": str(python)}, timeout=60)
+    assert "bench" not in done.stdout  # nothing else ran
     assert done.returncode == 1
     assert "no CUDA device is visible" in done.stdout and "| device | unknown | a CUDA device | FAIL |" in done.stdout
 
