@@ -45,17 +45,15 @@ class LARS(Optimizer):
         return loss
 
     def _update(self, params: list[torch.Tensor], group: dict) -> None:
-        grads = [p.grad for p in params]
+        grads = [p.grad for p in params]  # read only: every step below makes new tensors
         if group["weight_decay"]:
             grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
-        else:
-            grads = [g.clone() for g in grads]
         if not group["lars_exclude"]:
             w_norm = torch.stack(torch._foreach_norm(params))
             g_norm = torch.stack(torch._foreach_norm(grads))
             ok = (w_norm > 0) & (g_norm > 0)
             trust = torch.where(ok, group["eta"] * w_norm / g_norm.clamp_min(1e-30), torch.ones_like(w_norm))
-            torch._foreach_mul_(grads, list(trust.unbind(0)))
+            grads = torch._foreach_mul(grads, list(trust.unbind(0)))
         bufs = []
         for p in params:
             state = self.state[p]

@@ -92,6 +92,7 @@ def test_lars_multi_tensor_step_equals_the_per_tensor_loop(weight_decay):
             p.grad = None if gr is None else gr.clone()
             r.grad = None if gr is None else gr.clone()
         opt.step()
+        assert all(gr is None or torch.equal(p.grad, gr) for p, gr in zip(ours, grads))  # gradients untouched
         _lars_reference_step(ref[:4], states, 0.3, 0.9, weight_decay, 0.02)
         _lars_reference_step(ref[4:], states, 0.3, 0.9, weight_decay, 0.02, exclude=True)
         for p, r in zip(ours, ref):
