@@ -70,5 +70,8 @@ def ema_update(key: nn.Module, query: nn.Module, momentum: float) -> None:
         torch._foreach_mul_(keys, momentum)
         torch._foreach_add_(keys, queries, alpha=1.0 - momentum)
     key_buffers, query_buffers = list(key.buffers()), list(query.buffers())
-    if key_buffers:
+    if key_buffers and hasattr(torch, "_foreach_copy_"):
         torch._foreach_copy_(key_buffers, query_buffers)
+    else:  # older PyTorch
+        for bk, bq in zip(key_buffers, query_buffers):
+            bk.copy_(bq)

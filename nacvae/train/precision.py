@@ -28,7 +28,10 @@ def has_native_bf16(device: torch.device) -> bool:
     if device.type != "cuda":
         return False
     with torch.cuda.device(device):
-        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        try:
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        except TypeError:  # PyTorch before 2.3 cannot be asked; native bf16 starts with Ampere
+            return torch.cuda.get_device_capability(device)[0] >= 8
 
 
 def resolve_amp(device: torch.device, requested: bool | None) -> bool:

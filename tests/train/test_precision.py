@@ -49,3 +49,14 @@ def test_cpu_never_asks_cuda(monkeypatch):
     monkeypatch.setattr(precision, "has_native_bf16", lambda device: pytest.fail("queried CUDA for a CPU"))
     assert resolve_amp(torch.device("cpu"), None) is False
     assert resolve_amp(torch.device("cpu"), True) is True
+
+
+@pytest.mark.parametrize("major, expected", [(7, False), (8, True)])
+def test_older_pytorch_falls_back_to_the_compute_capability(monkeypatch, major, expected):
+    def is_bf16_supported():  # no including_emulation argument before PyTorch 2.3
+        return True
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (major, 0))
+    monkeypatch.setattr(torch.cuda, "device", _FakeDevice)
+    assert has_native_bf16(torch.device("cuda", 0)) is expected
