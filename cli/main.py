@@ -7,10 +7,20 @@ import signal
 import sys
 import threading
 
-import click
 
-from nacvae import __version__
-from nacvae.errors import NacvaeError, Terminated
+def _leave(signum, frame):
+    sys.stderr.write("Interrupted.\n")
+    sys.exit(130)
+
+
+# Ctrl-C while the command line loads leaves quietly; a running command handles it itself.
+_loading = threading.current_thread() is threading.main_thread()
+_on_sigint = signal.signal(signal.SIGINT, _leave) if _loading else None
+
+import click  # noqa: E402
+
+from nacvae import __version__  # noqa: E402
+from nacvae.errors import NacvaeError, Terminated  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -76,6 +86,8 @@ def _register() -> None:
 
 
 _register()
+if _loading:
+    signal.signal(signal.SIGINT, _on_sigint if _on_sigint is not None else signal.default_int_handler)
 
 
 def main() -> None:

@@ -135,6 +135,11 @@ def run_study(preset: str | Preset, out: str | Path, seeds: int = 1, data_dir: s
     if any(s < 0 for s in todo) or not todo:
         raise ConfigError(f"Seeds must be non-negative integers, got {only_seeds}.")
     out = Path(out)
+    # Option values are checked before anything is written.
+    from nacvae.train.config import resolve_config
+
+    given = {} if flip_prob is None else {"flip_prob": flip_prob}
+    resolve_config(preset.data, **{**preset.pretrain, "arch": preset.arch, **given})
     if not (resume and out.is_dir()):
         check_run_dir(out, resume=False)
     torch_device = resolve_device(device)

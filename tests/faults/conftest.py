@@ -39,8 +39,8 @@ def vae_run(tmp_path_factory):
 @pytest.fixture
 def copy_run(tmp_path):
     """A private copy of a shared run, free to damage."""
-    def copy(run: Path) -> Path:
-        target = tmp_path / run.name
+    def copy(run: Path, name: str | None = None) -> Path:
+        target = tmp_path / (name or run.name)
         shutil.copytree(run, target)
         return target
     return copy
