@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from nacvae.cli.options import data_options
+from nacvae.cli.options import check_resume, data_options
 from nacvae.runs import default_runs_root, new_run_name
 
 
@@ -66,7 +66,7 @@ def pretrain(out: str | None, resume: bool, quiet: bool, compile_: bool | None, 
         if out is None and distributed.world_size() > 1:
             raise ConfigError("Under torchrun pass --out, so that every process uses the same run folder.")
         if resume:
-            _check_resume_options(Path(out), dict(options, compile=compile_))
+            check_resume(out, "pretrain", dict(options, compile=compile_), parameter={"compile": "compile_"})
         data = options.pop("data")
         cfg = resolve_config(data, compile=compile_, **options)
         if out is None:
@@ -79,16 +79,3 @@ def pretrain(out: str | None, resume: bool, quiet: bool, compile_: bool | None, 
         raise
     if distributed.is_main():
         click.echo(f"Run folder: {run}")
-
-
-def _check_resume_options(out: Path, options: dict) -> None:
-    """Options typed with --resume must agree with the run's saved settings."""
-    from nacvae.runs import check_run_dir, read_run_config
-    from nacvae.train.config import check_resume_options
-
-    ctx = click.get_current_context()
-    name = {"compile": "compile_"}
-    given = {k: v for k, v in options.items()
-             if ctx.get_parameter_source(name.get(k, k)) is not click.core.ParameterSource.DEFAULT}
-    check_run_dir(out, resume=True)
-    check_resume_options(out, read_run_config(out, "pretrain", resuming=True)["pretrain"], given)

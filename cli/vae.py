@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from nacvae.cli.options import data_options
+from nacvae.cli.options import check_resume, data_options
 from nacvae.runs import default_runs_root, new_run_name
 
 
@@ -57,7 +57,7 @@ def vae(out: str | None, resume: bool, quiet: bool, **options) -> None:
     if resume and out is None:
         raise ConfigError("--resume needs --out, the run folder to continue.")
     if resume:
-        _check_resume_options(Path(out), options)
+        check_resume(out, "vae", options)
     data = options.pop("data")
     cfg = resolve_vae_config(data, **options)
     if out is None:
@@ -102,14 +102,3 @@ def loglik(run, checkpoint, samples, batch_size, chunk_size, num_images, data_di
 
 def _num(v, digits: int = 2) -> str:
     return "n/a" if v is None else f"{v:.{digits}f}"
-
-
-def _check_resume_options(out: Path, options: dict) -> None:
-    """Options typed with --resume must agree with the run's saved settings."""
-    from nacvae.runs import check_run_dir, read_run_config
-    from nacvae.train.config import check_resume_options
-
-    ctx = click.get_current_context()
-    given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT}
-    check_run_dir(out, resume=True)
-    check_resume_options(out, read_run_config(out, "vae", resuming=True)["vae"], given)

@@ -24,6 +24,8 @@ class TrainingError(NacvaeError):
 class StorageError(NacvaeError):
     """A file cannot be written: the disk is full, or the folder is not writable."""
 
+    errno: int | None = None  # the refused write's OSError.errno
+
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the process was, so that it stops as for Ctrl-C: the run's

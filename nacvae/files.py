@@ -30,7 +30,14 @@ NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
 def storage_error(exc: OSError, path: str | Path | None) -> StorageError:
-    """The one-sentence error for an OSError met while writing ``path`` (None: unknown)."""
+    """The one-sentence error for an OSError met while writing ``path`` (None: unknown);
+    it keeps the OSError's ``errno``."""
+    error = _storage_error(exc, path)
+    error.errno = exc.errno
+    return error
+
+
+def _storage_error(exc: OSError, path: str | Path | None) -> StorageError:
     if path is None:
         if exc.errno in DISK_FULL:
             return StorageError("The disk is full: a file could not be written.")
@@ -45,8 +52,7 @@ def storage_error(exc: OSError, path: str | Path | None) -> StorageError:
 
 def is_storage_failure(exc: BaseException) -> bool:
     """Whether ``exc`` is a write that the disk or the folder's permissions refused."""
-    return isinstance(exc, StorageError) or (
-        isinstance(exc, OSError) and exc.errno in DISK_FULL | NOT_WRITABLE)
+    return isinstance(exc, (StorageError, OSError)) and getattr(exc, "errno", None) in DISK_FULL | NOT_WRITABLE
 
 
 def make_dirs(path: str | Path) -> list[Path]:

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 
 from nacvae.errors import CheckpointError, ConfigError, StorageError
 from nacvae.files import (
-    DISK_FULL, LOCK_NAME, NOT_WRITABLE, FolderLock, append_line, is_storage_failure, make_dirs, remove_dirs,
+    DISK_FULL, LOCK_NAME, FolderLock, append_line, is_storage_failure, make_dirs, remove_dirs,
     remove_tree, rewrite_in_place, write_json, write_text,
 )
 
@@ -219,8 +219,7 @@ class RunFolder:
             remove_dirs(self.created[:-1])
         else:  # the folder was there, empty: leave it empty
             for p in self.path.iterdir():
-                if p.name != LOCK_NAME:
-                    remove_tree(p) if p.is_dir() else p.unlink(missing_ok=True)
+                remove_tree(p) if p.is_dir() else p.unlink(missing_ok=True)
 
     def close(self, exc: BaseException | None) -> BaseException | None:
         """Release the folder; after a failure, leave it resumable or remove it, and return
@@ -254,16 +253,14 @@ class RunFolder:
             rewrite_in_place(self.path / CONFIG, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
     def _storage_message(self, exc: BaseException, trained: bool) -> StorageError:
-        cause = exc.__cause__ if isinstance(exc, StorageError) and isinstance(exc.__cause__, OSError) else exc
-        full = isinstance(cause, OSError) and cause.errno in DISK_FULL or "disk is full" in str(exc)
-        if not full and not (isinstance(cause, OSError) and cause.errno in NOT_WRITABLE):
-            return exc if isinstance(exc, StorageError) else StorageError(f"{self.path} could not be written ({exc}).")
+        full = getattr(exc, "errno", None) in DISK_FULL  # else the folder is not writable
         problem = f"The disk holding {self.path} is full" if full else f"{self.path} is not writable"
         if trained:
             step = _checkpoint_step(self.checkpoint)
             at = f" (step {step})" if step is not None else ""
+            fix = "free some space" if full else "make the folder writable"
             return StorageError(f"{problem}; the last checkpoint{at} is intact and the run is marked failed, so "
-                                f"free some space and continue it with --resume.")
+                                f"{fix} and continue it with --resume.")
         return StorageError(f"{problem}; nothing had been trained yet, so the run folder was removed.")
 
 
