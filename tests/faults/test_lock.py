@@ -5,10 +5,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
-
 import pytest
 
+from nacvae.errors import ConfigError
 from nacvae.files import LOCK_NAME, FolderLock
 from nacvae.runs import CHECKPOINT, read_metrics
 from tests.clitools import assert_clean_failure, nacvae
@@ -47,11 +46,8 @@ def test_the_lock_dies_with_a_killed_process(tmp_path):
          f"FolderLock({str(folder)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
-    try:
+    with pytest.raises(ConfigError, match=f"in use by nacvae process {holder.pid}"):
         FolderLock(folder).acquire()
-        raise AssertionError("the lock was taken twice")
-    except Exception as exc:  # noqa: BLE001
-        assert f"process {holder.pid}" in str(exc)
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     FolderLock(folder).acquire().release()  # no stale lock
@@ -77,7 +73,5 @@ def test_two_runs_started_together_do_not_share_a_folder(tmp_path):
 def test_a_lock_file_does_not_make_a_folder_used(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
-    FolderLock(folder).acquire().release()
-    started = time.time()
+    FolderLock(folder).acquire().release()  # leaves .lock behind
     assert nacvae("pretrain", "--out", folder, *PRETRAIN_TINY).exit_code == 0
-    assert time.time() - started < 120
