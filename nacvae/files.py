@@ -4,10 +4,11 @@ folder a single writing process.
 
 Every file nacvae itself writes (run configurations, checkpoints, metrics, exports, study
 tables) goes through this module; TensorBoard events and figures are written by their
-libraries, and the command line reports a full disk there in one sentence too. A file is written to a temporary file in its folder and renamed
-into place, so a reader never sees half of it and a failed write leaves the previous
-version intact. Temporary files are created with mode 0666 minus the umask, as ``open``
-does, so that run folders shared with colleagues stay readable.
+libraries, and the command line reports a full disk there in one sentence too. A file is
+written to a temporary file in its folder and renamed into place, so a reader never sees
+half of it and a failed write leaves the previous version intact. Temporary files are
+created with mode 0666 minus the umask, as ``open`` does, so that run folders shared with
+colleagues stay readable.
 """
 
 from __future__ import annotations
