@@ -2,24 +2,73 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 
-import click
 
-from nacvae import __version__
-from nacvae.errors import NacvaeError
+def _leave(signum, frame):
+    sys.stderr.write("Interrupted.\n")
+    sys.exit(130)
+
+
+# Ctrl-C while the command line loads leaves quietly; a running command handles it itself.
+_loading = threading.current_thread() is threading.main_thread()
+_on_sigint = signal.signal(signal.SIGINT, _leave) if _loading else None
+
+import click  # noqa: E402
+
+from nacvae import __version__  # noqa: E402
+from nacvae import interrupts  # noqa: E402
+from nacvae.errors import NacvaeError, Terminated  # noqa: E402
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (kill, a batch scheduler, torchrun) stops a command as Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class NacvaeGroup(click.Group):
-    """Turns user-caused errors into one sentence on stderr and exit code 2."""
+    """Turns user-caused errors into one sentence on stderr and exit code 2, and Ctrl-C
+    or SIGTERM into one word and 130 or 143."""
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with _sigterm_as_interrupt():
+                return super().invoke(ctx)
         except NacvaeError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(2)
+        except OSError as exc:
+            from nacvae.files import DISK_FULL, NOT_WRITABLE, storage_error
+
+            # Writes outside nacvae.files (TensorBoard events, figures) that the disk refused.
+            if exc.errno not in DISK_FULL | NOT_WRITABLE:
+                raise
+            click.echo(f"Error: {storage_error(exc, exc.filename)}", err=True)
+            sys.exit(2)
+        except Terminated:
+            click.echo("Terminated.", err=True)
+            sys.exit(143)
         except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+        except Exception:
+            if not interrupts.pending():  # else a swallowed Ctrl-C resurfaced as another error
+                raise
             click.echo("Interrupted.", err=True)
             sys.exit(130)
 
@@ -43,6 +92,9 @@ def _register() -> None:
 
 
 _register()
+if _loading:
+    keep = _on_sigint not in (None, signal.default_int_handler)  # an embedding program's own handler
+    signal.signal(signal.SIGINT, _on_sigint if keep else interrupts.on_sigint)
 
 
 def main() -> None:

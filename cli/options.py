@@ -23,3 +23,22 @@ def data_options(default: str | None = "digits", data_help: str = DATA_HELP, dir
         return command
 
     return decorate
+
+
+def check_resume(out, kind: str, options: dict, parameter: dict | None = None) -> None:
+    """The options typed on the command line beside --resume must agree with the run's
+    saved settings (``parameter`` maps a setting to its click parameter where they differ)."""
+    from pathlib import Path
+
+    from nacvae.runs import check_run_dir, read_run_config
+    from nacvae.train.config import check_resume_options
+
+    ctx = click.get_current_context()
+    parameter = parameter or {}
+    given = {k: v for k, v in options.items()
+             if ctx.get_parameter_source(parameter.get(k, k)) is not click.core.ParameterSource.DEFAULT}
+    from nacvae import distributed
+
+    # Under torchrun only rank 0 locks the folder; the others must not mistake its lock for a rival's.
+    check_run_dir(Path(out), resume=True, locked=not distributed.is_main())
+    check_resume_options(out, read_run_config(Path(out), kind, resuming=True)[kind], given)

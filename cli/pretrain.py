@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from nacvae.cli.options import data_options
+from nacvae.cli.options import check_resume, data_options
 from nacvae.runs import default_runs_root, new_run_name
 
 
@@ -71,6 +71,8 @@ def pretrain(out: str | None, resume: bool, quiet: bool, compile_: bool | None, 
             raise ConfigError("--resume needs --out, the run folder to continue.")
         if out is None and distributed.world_size() > 1:
             raise ConfigError("Under torchrun pass --out, so that every process uses the same run folder.")
+        if resume:
+            check_resume(out, "pretrain", dict(options, compile=compile_), parameter={"compile": "compile_"})
         data = options.pop("data")
         cfg = resolve_config(data, compile=compile_, **options)
         if out is None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from nacvae.cli.options import data_options
+from nacvae.cli.options import check_resume, data_options
 from nacvae.runs import default_runs_root, new_run_name
 
 
@@ -56,6 +56,8 @@ def vae(out: str | None, resume: bool, quiet: bool, **options) -> None:
 
     if resume and out is None:
         raise ConfigError("--resume needs --out, the run folder to continue.")
+    if resume:
+        check_resume(out, "vae", options)
     data = options.pop("data")
     cfg = resolve_vae_config(data, **options)
     if out is None:

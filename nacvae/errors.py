@@ -19,3 +19,14 @@ class CheckpointError(NacvaeError):
 
 class TrainingError(NacvaeError):
     """Training cannot go on (for example a non-finite loss)."""
+
+
+class StorageError(NacvaeError):
+    """A file cannot be written: the disk is full, or the folder is not writable."""
+
+    errno: int | None = None  # the refused write's OSError.errno
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process was, so that it stops as for Ctrl-C: the run's
+    status becomes "interrupted" and the command exits with 143 (128 + SIGTERM)."""

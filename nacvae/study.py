@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nacvae.errors import ConfigError
+from nacvae.files import FolderLock, write_json, write_text
 from nacvae.runs import CHECKPOINT, CONFIG, check_run_dir, create_run_dir, read_config, read_metrics
 
 OBJECTIVES = ("nac", "simclr", "moco")
@@ -134,6 +135,11 @@ def run_study(preset: str | Preset, out: str | Path, seeds: int = 1, data_dir: s
     if any(s < 0 for s in todo) or not todo:
         raise ConfigError(f"Seeds must be non-negative integers, got {only_seeds}.")
     out = Path(out)
+    # Option values are checked before anything is written.
+    from nacvae.train.config import resolve_config
+
+    given = {} if flip_prob is None else {"flip_prob": flip_prob}
+    resolve_config(preset.data, **{**preset.pretrain, "arch": preset.arch, **given})
     if not (resume and out.is_dir()):
         check_run_dir(out, resume=False)
     torch_device = resolve_device(device)
@@ -169,8 +175,13 @@ def run_study(preset: str | Preset, out: str | Path, seeds: int = 1, data_dir: s
 
         rows_file.parent.mkdir(exist_ok=True)
         started = time.time()
-        _run_seed(preset, seed, out / f"seed-{seed}", pretrain_overrides, wanted, done, data_dir, device,
-                  torch_device, progress, log, emit)
+        # One process per seed folder; others may run other seeds of the study meanwhile.
+        with FolderLock(rows_file.parent).acquire("seed folder"):
+            if rows_file.is_file():  # another process may have finished the seed meanwhile
+                rows[:] = json.loads(rows_file.read_text())
+                done = {r["init"] for r in rows}
+            _run_seed(preset, seed, out / f"seed-{seed}", pretrain_overrides, wanted, done, data_dir, device,
+                      torch_device, progress, log, emit)
         # Wall time of the seed, summed over the sessions that ran it.
         timing = rows_file.parent / "seconds.json"
         before = json.loads(timing.read_text())["seconds"] if timing.is_file() else 0.0
@@ -199,7 +210,7 @@ def _write_results(out: Path, header: dict[str, Any]) -> dict[str, Any]:
     results.update(header, seeds=len({r["seed"] for r in rows}), seconds=sum(seconds.values()),
                    seconds_per_seed={str(k): v for k, v in sorted(seconds.items())})
     _write_json(out / "results.json", results)
-    (out / "results.md").write_text(markdown_table(results))
+    write_text(out / "results.md", markdown_table(results))
     write_figures(results, rows, out)
     return results
 
@@ -387,4 +398,4 @@ def write_figures(results: dict[str, Any], rows: list[dict[str, Any]], out: Path
 
 
 def _write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
+    write_json(path, value)

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from nacvae.checkpoint import backbone_state_dict, load_checkpoint
+from nacvae.checkpoint import backbone_state_dict, check_meta, load_checkpoint
 from nacvae.errors import CheckpointError, ConfigError
 from nacvae.models.backbones import build_backbone
 from nacvae.models.heads import PretrainEncoder
@@ -34,7 +34,7 @@ def load_encoder(path: str | Path, arch: str | None = None,
     """
     expect = {"arch": arch, "image_shape": list(image_shape) if image_shape is not None else None}
     ckpt = load_checkpoint(path, kind="pretrain", expect=expect)
-    meta = ckpt["meta"]
+    meta = check_meta(path, ckpt)
     channels, size = meta["image_shape"][0], meta["image_shape"][1]
     backbone, feature_dim = build_backbone(meta["arch"], channels, size)
     encoder = PretrainEncoder(backbone, feature_dim, meta["code_dim"], predictor=meta["objective"] == "nac")
@@ -59,10 +59,27 @@ def random_encoder(arch: str, image_shape: tuple[int, int, int], code_dim: int =
                      "feature_dim": feature_dim, "checkpoint": None, "seed": seed}
 
 
-def export_backbone(path: str | Path, out: str | Path) -> dict[str, torch.Tensor]:
-    """Write the backbone's plain state dict (torchvision key names) to ``out``."""
-    from nacvae.checkpoint import atomic_write
+def export_backbone(path: str | Path, out: str | Path, overwrite: bool = False) -> dict[str, torch.Tensor]:
+    """Write the backbone's plain state dict (torchvision key names) to ``out``.
 
-    sd = backbone_state_dict(load_checkpoint(path, kind="pretrain"))
-    atomic_write(Path(out), lambda tmp: torch.save(sd, tmp))
+    The weights are loaded into a fresh backbone first, so a damaged checkpoint is refused
+    rather than exported; an existing ``out`` is replaced only with ``overwrite``.
+    """
+    from nacvae.files import save_torch
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out} already exists; pass --force to replace it.")
+    if out.is_dir():
+        raise ConfigError(f"{out} is a folder; give a file name for the exported state dict.")
+    ckpt = load_checkpoint(path, kind="pretrain")
+    meta = check_meta(path, ckpt)
+    sd = backbone_state_dict(ckpt)
+    backbone, _ = build_backbone(meta["arch"], meta["image_shape"][0], meta["image_shape"][1])
+    try:
+        backbone.load_state_dict(sd)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path} does not hold the weights of a {meta['arch']} backbone (a tensor has "
+                              "another shape or name), so it was not exported.") from exc
+    save_torch(out, sd, overwrite=overwrite)
     return sd

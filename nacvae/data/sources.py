@@ -253,8 +253,11 @@ def _download_into(root: Path, fetch, produced: str) -> bool:
     Everything happens in a temporary folder inside ``root`` so that a failed or
     interrupted download leaves nothing half-written behind. Returns success.
     """
+    from nacvae.files import make_dirs, remove_dirs
+
+    created: list[Path] = []
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        created = make_dirs(root)
         with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
             with _socket_timeout(DOWNLOAD_TIMEOUT_S):
                 fetch(tmp)
@@ -266,6 +269,7 @@ def _download_into(root: Path, fetch, produced: str) -> bool:
                     os.replace(f, dst / f.name)
         return True
     except Exception:  # noqa: BLE001 - any failure means "not available"
+        remove_dirs(created)  # a folder made only for this download goes again
         return False
 
 
@@ -498,7 +502,10 @@ def _visible_dirs(folder: Path) -> list[Path]:
 
 def _images_under(folder: Path) -> list[Path]:
     found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
+    def fail(exc: OSError) -> None:  # os.walk would skip an unreadable folder silently
+        raise exc
+
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=fail):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         found.extend(Path(dirpath) / f for f in sorted(filenames))
     return [p for p in found if _is_image(p)]
@@ -574,6 +581,14 @@ def _read_images(files: list[Path], size: int, gray: bool) -> torch.Tensor:
 
 
 def _load_folder(path: Path, split: str, size: int) -> ImageData:
+    try:
+        return _read_folder(path, split, size)
+    except OSError as exc:  # a folder or file the user may not read
+        where = exc.filename or path
+        raise DataError(f"{where} cannot be read ({exc.strerror or exc}); check its permissions.") from None
+
+
+def _read_folder(path: Path, split: str, size: int) -> ImageData:
     path = path.expanduser().resolve()
     name = FOLDER_PREFIX + str(path)
     if not path.is_dir():

@@ -393,10 +393,16 @@ def evaluate_retrieval(
     batch_size = _check_batch_size(batch_size)
     if topk is not None and (isinstance(topk, bool) or not isinstance(topk, int) or topk < 1):
         raise ConfigError(f"--topk must be a positive integer, got {topk!r}.")
+    if queries_per_class is not None and (isinstance(queries_per_class, bool) or not isinstance(queries_per_class, int)
+                                          or queries_per_class < 1):
+        raise ConfigError(f"--queries-per-class must be a positive integer, got {queries_per_class!r}.")
     device = _device(device)
     start = time.perf_counter()
     pool = retrieval_pool(data, data_dir, image_size, download=download, seed=seed,
                           queries_per_class=queries_per_class)
+    classes = int(torch.unique(pool.labels).numel())
+    if classes < 2:  # every gallery item would be relevant to every query: mAP 1 for any codes
+        raise DataError(f"Retrieval needs at least 2 classes, and the dataset {data} has {classes}.")
     query, gallery = pool.split["query"], pool.split["gallery"]
     if topk is not None and topk > len(gallery):
         raise ConfigError(f"--topk is {topk} but the gallery holds only {len(gallery)} images.")

@@ -94,7 +94,40 @@ def resolve_config(data: str = "digits", **given: Any) -> PretrainConfig:
     return cfg
 
 
+def check_int(name: str, value: Any, least: int = 1, optional: bool = False) -> None:
+    """``--name`` must be an integer of at least ``least`` (or None when ``optional``)."""
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"--{name} must be a whole number, got {value!r}.")
+    if value < least:
+        need = "must not be negative" if least == 0 else f"must be at least {least}"
+        raise ConfigError(f"--{name} {need}, got {value!r}.")
+
+
+def check_real(name: str, value: Any, low: float, high: float = math.inf, low_open: bool = False,
+               high_open: bool = True, optional: bool = False) -> None:
+    """``--name`` must be a finite number in the interval from ``low`` to ``high``."""
+    if optional and value is None:
+        return
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    inside = number and math.isfinite(value) and (value > low if low_open else value >= low) and (
+        value < high if high_open else value <= high)
+    if not inside:
+        if high == math.inf:
+            want = f"a finite number {'above' if low_open else 'of at least'} {low:g}"
+        else:
+            want = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ConfigError(f"--{name} must be {want}, got {value!r}.")
+
+
+# The largest seed torch.manual_seed takes.
+MAX_SEED = 2**63 - 1
+
+
 def validate_config(cfg: PretrainConfig) -> None:
+    """Every value of the configuration, whether from the command line, the API or a saved
+    config.json: a meaningless one is a ConfigError naming its option."""
     from nacvae.models.backbones import ARCHITECTURES
     from nacvae.train.methods import OBJECTIVES
     from nacvae.train.optim import OPTIMIZERS
@@ -105,30 +138,65 @@ def validate_config(cfg: PretrainConfig) -> None:
         raise ConfigError(f"Unknown architecture '{cfg.arch}'; choose one of {', '.join(ARCHITECTURES)}.")
     if cfg.optimizer not in OPTIMIZERS:
         raise ConfigError(f"Unknown optimiser '{cfg.optimizer}'; choose one of {', '.join(OPTIMIZERS)}.")
-    if not 0.0 < cfg.flip_prob < 0.5:
+    if not isinstance(cfg.flip_prob, (int, float)) or isinstance(cfg.flip_prob, bool) or not 0.0 < cfg.flip_prob < 0.5:
         raise ConfigError(f"--flip-prob must lie strictly between 0 and 0.5, got {cfg.flip_prob}.")
-    if cfg.batch_size < 2:
-        raise ConfigError(f"--batch-size must be at least 2 (contrastive objectives need pairs), got {cfg.batch_size}.")
-    if cfg.epochs < 1:
-        raise ConfigError(f"--epochs must be at least 1, got {cfg.epochs}.")
-    if cfg.steps is not None and cfg.steps < 1:
-        raise ConfigError(f"--steps must be at least 1, got {cfg.steps}.")
-    if cfg.warmup_epochs < 0:
-        raise ConfigError(f"--warmup-epochs must not be negative, got {cfg.warmup_epochs}.")
-    if cfg.warmup_steps is not None and cfg.warmup_steps < 0:
-        raise ConfigError(f"--warmup-steps must not be negative, got {cfg.warmup_steps}.")
-    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
+    check_int("batch-size", cfg.batch_size, 2)  # contrastive objectives need pairs
+    check_int("epochs", cfg.epochs, 1)
+    check_int("steps", cfg.steps, 1, optional=True)
+    check_int("warmup-epochs", cfg.warmup_epochs, 0)
+    check_int("warmup-steps", cfg.warmup_steps, 0, optional=True)
+    if not (isinstance(cfg.lr, (int, float)) and not isinstance(cfg.lr, bool) and math.isfinite(cfg.lr)
+            and cfg.lr > 0):
         raise ConfigError(f"--lr must be a finite positive number, got {cfg.lr}.")
-    if cfg.code_dim < 1:
-        raise ConfigError(f"--code-dim must be at least 1, got {cfg.code_dim}.")
-    if cfg.queue_size < 1:
-        raise ConfigError(f"--queue-size must be at least 1, got {cfg.queue_size}.")
-    if cfg.l2_weight < 0:
-        raise ConfigError(f"--l2-weight must not be negative, got {cfg.l2_weight}.")
-    if not 0.0 <= cfg.ema < 1.0:
-        raise ConfigError(f"--ema must lie in [0, 1), got {cfg.ema}.")
+    check_real("weight-decay", cfg.weight_decay, 0.0)
+    check_int("code-dim", cfg.code_dim, 1)
+    # 0 would divide the similarities by zero (and was once replaced by the default).
+    check_real("temperature", cfg.temperature, 0.0, low_open=True, optional=True)
+    check_int("queue-size", cfg.queue_size, 1)
+    check_real("l2-weight", cfg.l2_weight, 0.0)
+    check_real("ema", cfg.ema, 0.0, 1.0)
+    check_int("image-size", cfg.image_size, 1, optional=True)
+    check_int("seed", cfg.seed, 0)
+    if cfg.seed > MAX_SEED:
+        raise ConfigError(f"--seed must be at most {MAX_SEED}, got {cfg.seed}.")
+    check_int("log-every", cfg.log_every, 1)
+    check_int("checkpoint-every", cfg.checkpoint_every, 0)
     if cfg.subset not in (None, "retrieval"):
         raise ConfigError(f"Unknown --subset '{cfg.subset}'; the only subset is 'retrieval'.")
+    for name in ("momentum", "download", "compile", "sync_bn"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise ConfigError(f"--{name.replace('_', '-')} must be on or off, got {getattr(cfg, name)!r}.")
+
+
+def saved_config(run, section: dict[str, Any]) -> PretrainConfig:
+    """The configuration a run was started with (its config.json's ``pretrain`` section)."""
+    from nacvae.errors import CheckpointError
+
+    try:
+        cfg = PretrainConfig.from_dict(section)
+        validate_config(cfg)
+    except (ConfigError, TypeError) as exc:
+        raise CheckpointError(f"The configuration saved in {run} is damaged: {str(exc).rstrip('.')}.") from None
+    return cfg
+
+
+# Settings of how a process runs, not of what it trains: free to differ on --resume.
+RESUME_FREE = {"threads"}
+
+
+def check_resume_options(run, saved: dict[str, Any], given: dict[str, Any]) -> None:
+    """``--resume`` continues a run exactly as it was configured: an option given with it
+    must equal the saved value. Changing the length (``--epochs``, ``--steps``) would change
+    the learning-rate schedule of every step already taken, so it is refused too."""
+    # A length in epochs is unused when the run was given one in steps, and vice versa.
+    instead = {"epochs": "steps", "warmup_epochs": "warmup_steps"}
+    for name, value in given.items():
+        if name in saved and name not in RESUME_FREE and saved[name] != value:
+            shown = instead.get(name) if saved.get(instead.get(name, "")) is not None else name
+            flag, saved_flag = ("--" + n.replace("_", "-") for n in (name, shown))
+            raise ConfigError(
+                f"--resume continues {run} with the settings it was started with ({saved_flag} {saved[shown]!r}), "
+                f"so {flag} {value!r} cannot be given with it; start a new run with another --out instead.")
 
 
 def schedule_steps(cfg: PretrainConfig, steps_per_epoch: int) -> tuple[int, int]:

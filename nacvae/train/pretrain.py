@@ -24,14 +24,18 @@ import torch
 from tqdm import tqdm
 
 from nacvae import __version__, distributed
-from nacvae.checkpoint import load_checkpoint, save_checkpoint
+from nacvae.checkpoint import load_checkpoint, restore_training_state, save_checkpoint
+from nacvae import interrupts
 from nacvae.errors import ConfigError, TrainingError
 from nacvae.models.backbones import build_backbone
 from nacvae.models.heads import PretrainEncoder
 from nacvae.runs import (
-    CHECKPOINT, append_metrics, check_run_dir, create_run_dir, read_config, truncate_metrics, write_config,
+    CHECKPOINT, append_metrics, check_run_dir, hold_run, read_config, read_run_config, truncate_metrics,
+    write_config,
 )
-from nacvae.train.config import PretrainConfig, check_world_size, resolve_device, schedule_steps, validate_config
+from nacvae.train.config import (
+    PretrainConfig, check_world_size, resolve_device, saved_config, schedule_steps, validate_config,
+)
 from nacvae.train.methods import Method, build_method, prepare_method
 from nacvae.train.optim import build_optimizer, build_scheduler
 from nacvae.train.precision import resolve_amp
@@ -107,15 +111,16 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, progres
 
     With ``resume`` the configuration saved in ``out`` is used and training continues from
     its last checkpoint. Under torchrun every process calls this; only rank 0 writes, and
-    ``dist_timeout`` (minutes, default ``distributed.DEFAULT_TIMEOUT_MINUTES``) bounds
-    each collective.
+    holds the folder's lock (``nacvae.runs.hold_run``) while it trains; ``dist_timeout``
+    (minutes, default ``distributed.DEFAULT_TIMEOUT_MINUTES``) bounds each collective.
     """
     out = Path(out)
     # Checks that need no other process, so that every rank fails alike before any waiting.
-    check_run_dir(out, resume)
+    # Only rank 0 takes the folder's lock, so only it asks whether someone holds it: another
+    # rank could otherwise see rank 0's own lock.
+    check_run_dir(out, resume, locked=not distributed.is_main())
     if resume:
-        saved = read_config(out)
-        cfg = PretrainConfig.from_dict(saved["pretrain"])
+        cfg = saved_config(out, read_run_config(out, "pretrain", resuming=True)["pretrain"])
     validate_config(cfg)
     timeout = distributed.collective_timeout(dist_timeout)
     world = distributed.world_size()
@@ -127,7 +132,8 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, progres
         raise ConfigError("--compile cannot be combined with --sync-bn, because torch.compile splits the graph "
                           "at every SyncBatchNorm layer; drop one of them.")
     with distributed.process_group(requested, timeout) as device:
-        return _train(cfg, out, resume, progress, device, per_rank)
+        with hold_run(out, resume, enabled=distributed.is_main(), share=distributed.agree):
+            return _train(cfg, out, resume, progress, device, per_rank)
 
 
 def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device: torch.device, per_rank: int) -> Path:
@@ -149,10 +155,7 @@ def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device:
     if resume:
         ckpt = distributed.agree(lambda: load_checkpoint(
             ckpt_path, kind="pretrain", expect={"arch": cfg.arch, "objective": cfg.objective}))
-        method.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        start_step = ckpt["step"]
+        start_step = distributed.agree(lambda: restore_training_state(ckpt_path, ckpt, method, optimizer, scheduler))
         del ckpt
     amp = resolve_amp(device, cfg.amp)
     prepare_method(method, device, amp=amp, compile=cfg.compile, sync_bn=cfg.sync_bn)
@@ -181,15 +184,18 @@ def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device:
             return
         if resume:
             truncate_metrics(out, "train", start_step)
-        create_run_dir(out)
         write_config(out, run_config)
 
     distributed.agree(open_run)
 
+    saved_step = start_step if resume else None
+
     def save(step: int, complete: bool = False) -> None:
+        nonlocal saved_step
         model = {k: v.contiguous() for k, v in method.state_dict().items()}
         save_checkpoint(ckpt_path, "pretrain", meta, cfg.to_dict(), model, step, complete,
                         optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict())
+        saved_step = step
 
     writer = None
     if main:
@@ -205,6 +211,7 @@ def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device:
     epoch_perm: tuple[int, torch.Tensor] | None = None
     try:
         for step in range(start_step, total_steps):
+            interrupts.check()  # a Ctrl-C swallowed during start-up
             epoch, i = divmod(step, steps_per_epoch)
             if epoch_perm is None or epoch_perm[0] != epoch:
                 g = torch.Generator().manual_seed(step_seed(cfg.seed, epoch, stream=1))
@@ -224,9 +231,10 @@ def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device:
                 totals = distributed.all_reduce_sum(torch.stack([loss_sum, (~finite).float()])).tolist()
                 codes = distributed.gather_no_grad(a1)[0]
                 if totals[1] > 0:
-                    raise TrainingError(
-                        f"The loss became non-finite before step {done}; the last good checkpoint is kept in {ckpt_path.parent}."
-                    )
+                    kept = (f"the last good checkpoint (step {saved_step}) is kept in {ckpt_path.parent}"
+                            if saved_step is not None else
+                            "nothing had been saved yet, so nothing of the run is kept (try a lower --lr)")
+                    raise TrainingError(f"The loss became non-finite before step {done}; {kept}.")
                 elapsed = time.perf_counter() - window_start
                 record = {
                     "event": "train", "step": done, "epoch": done / steps_per_epoch,
@@ -251,12 +259,7 @@ def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device:
             bar.update(1)
         if main:
             save(total_steps, complete=True)
-    except BaseException as exc:
-        if main:
-            run_config["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            write_config(out, run_config)
-        raise
-    finally:
+    finally:  # the status of a run that stops here is recorded by hold_run
         bar.close()
         if writer is not None:
             writer.close()

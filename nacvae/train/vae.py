@@ -29,17 +29,18 @@ import torch
 from tqdm import tqdm
 
 from nacvae import __version__
-from nacvae.checkpoint import load_checkpoint, save_checkpoint
+from nacvae.checkpoint import load_checkpoint, restore_training_state, save_checkpoint
+from nacvae import interrupts
 from nacvae.errors import CheckpointError, ConfigError, TrainingError
 from nacvae.models.likelihoods import binarize
 from nacvae.models.vae import VAE, analytic_kl
 from nacvae.runs import (
-    CHECKPOINT, append_metrics, check_run_dir, create_run_dir, read_config, run_checkpoint, truncate_metrics, write_config,
+    CHECKPOINT, append_metrics, check_run_dir, hold_run, read_run_config, run_checkpoint, truncate_metrics, write_config,
 )
 from nacvae.train.elbo import negative_elbo
 from nacvae.train.vae_config import (
     _STREAM_PICTURES, _STREAM_SHUFFLE, _STREAM_TEST, ELBOS, INITS, VAE_DEFAULTS, VAEConfig, check_encoder_shape,
-    resolve_encoder_init, resolve_vae_config, validate_vae_config,
+    resolve_encoder_init, resolve_vae_config, saved_vae_config, validate_vae_config,
 )
 
 __all__ = [
@@ -178,19 +179,25 @@ def train_vae(cfg: VAEConfig, out: str | Path, resume: bool = False, progress: b
 
     With ``resume`` the configuration saved in ``out`` is used and training continues from
     its last checkpoint (the encoder is not looked up again). Pyro's global param store is
-    left as it was: training runs in a private scope of it.
+    left as it was: training runs in a private scope of it. The folder is locked while the
+    run trains (``nacvae.runs.hold_run``).
     """
+    out = Path(out)
+    check_run_dir(out, resume)
+    with hold_run(out, resume):
+        return _prepare(cfg, out, resume, progress)
+
+
+def _prepare(cfg: VAEConfig, out: Path, resume: bool, progress: bool) -> Path:
     from nacvae.models.backbones import build_backbone
     from nacvae.train.config import resolve_device
 
-    out = Path(out)
-    check_run_dir(out, resume)
     saved = None
     if resume:
-        saved = read_config(out)
-        if saved.get("kind") != "vae" or "vae" not in saved:
-            raise ConfigError(f"Cannot resume: {out} is a {saved.get('kind')} run, not a VAE run.")
-        cfg = VAEConfig.from_dict(saved["vae"])
+        saved = read_run_config(out, "vae", resuming=True)
+        if not isinstance(saved.get("encoder"), dict) or not isinstance(saved.get("arch"), str):
+            raise CheckpointError(f"{out / 'config.json'} is damaged: it does not describe the run's encoder.")
+        cfg = saved_vae_config(out, saved["vae"])
     validate_vae_config(cfg)
     device = resolve_device(cfg.device)
 
@@ -238,12 +245,7 @@ def _train(cfg: VAEConfig, out: Path, resume: bool, progress: bool, device: torc
     if resume:
         ckpt = load_checkpoint(ckpt_path, kind="vae", expect={"arch": arch, "likelihood": cfg.likelihood,
                                                               "latent_dim": cfg.latent_dim})
-        try:
-            vae.load_state_dict(ckpt["model"])
-        except RuntimeError as exc:
-            raise CheckpointError(f"{ckpt_path} does not hold the weights of this run's VAE.") from exc
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start_step = saved_step = ckpt["step"]
+        start_step = saved_step = restore_training_state(ckpt_path, ckpt, vae, optimizer)
         del ckpt
 
     test_x = _test_observations(data.test.cpu(), cfg.likelihood, cfg.binarize, cfg.seed).to(device)
@@ -259,7 +261,6 @@ def _train(cfg: VAEConfig, out: Path, resume: bool, progress: bool, device: torc
     if resume:
         for event in ("train", "test"):
             truncate_metrics(out, event, start_step)
-    create_run_dir(out)
     write_config(out, run_config)
 
     def save(step: int, complete: bool = False) -> None:
@@ -285,6 +286,7 @@ def _train(cfg: VAEConfig, out: Path, resume: bool, progress: bool, device: torc
         with pyro.validation_enabled(False), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Encountered NaN")
             for step in range(start_step, total_steps):
+                interrupts.check()  # a Ctrl-C swallowed during start-up
                 epoch, i = divmod(step, steps_per_epoch)
                 if epoch_perm is None or epoch_perm[0] != epoch:
                     g = torch.Generator().manual_seed(step_seed(cfg.seed, epoch, stream=_STREAM_SHUFFLE))

@@ -120,6 +120,24 @@ def validate_vae_config(cfg: VAEConfig) -> None:
     positive_int("image-every", cfg.image_every, least=0)
     if cfg.image_size is not None:
         positive_int("image-size", cfg.image_size)
+    positive_int("seed", cfg.seed, least=0)
+    from nacvae.train.config import MAX_SEED
+
+    if cfg.seed > MAX_SEED:
+        raise ConfigError(f"--seed must be at most {MAX_SEED}, got {cfg.seed}.")
+    for name in ("download", "freeze_encoder"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise ConfigError(f"--{name.replace('_', '-')} must be on or off, got {getattr(cfg, name)!r}.")
+
+
+def saved_vae_config(run, section: dict[str, Any]) -> VAEConfig:
+    """The configuration a VAE run was started with (its config.json's ``vae`` section)."""
+    try:
+        cfg = VAEConfig.from_dict(section)
+        validate_vae_config(cfg)
+    except (ConfigError, TypeError) as exc:
+        raise CheckpointError(f"The configuration saved in {run} is damaged: {str(exc).rstrip('.')}.") from None
+    return cfg
 
 
 # ------------------------------------------------------------------------ the encoder
