@@ -33,12 +33,14 @@ def cli() -> None:
 def _register() -> None:
     from nacvae.cli.evaluate import eval_group
     from nacvae.cli.export import export
+    from nacvae.cli.options import add_threads_option
     from nacvae.cli.pretrain import pretrain
     from nacvae.cli.reproduce import reproduce
     from nacvae.cli.vae import loglik, vae
 
     eval_group.add_command(loglik)  # `nacvae eval loglik` lives beside the VAE command
     for command in (pretrain, eval_group, vae, reproduce, export):
+        add_threads_option(command)
         cli.add_command(command)
 
 

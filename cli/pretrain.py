@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from nacvae.cli.options import data_options
-from nacvae.runs import default_runs_root, new_run_name
 
 
 @click.command()
@@ -57,6 +56,7 @@ def pretrain(out: str | None, resume: bool, quiet: bool, compile_: bool | None, 
     """
     from nacvae import distributed
     from nacvae.errors import ConfigError, NacvaeError
+    from nacvae.runs import default_runs_root, new_run_name
     from nacvae.train.config import resolve_config
     from nacvae.train.pretrain import pretrain as run_pretrain
 

@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nacvae.errors import ConfigError, DataError, TrainingError
+from nacvae.progress import bar
 
 __all__ = ["extract_features", "train_linear_classifier", "train_linear_probe_augmented"]
 
@@ -96,7 +97,7 @@ def _fit(
     total_steps = epochs * steps_per_epoch
     labels = labels.to(device)
     step = 0
-    for _ in range(epochs):
+    for _ in bar(range(epochs), desc="linear probe", unit="epoch"):
         order = torch.randperm(n, generator=generator)
         # Kept on the device so that a step never waits for the accelerator.
         correct = torch.zeros((), dtype=torch.long, device=device)
@@ -207,7 +208,7 @@ def extract_features(
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}.")
     backbone.eval()
     parts = []
-    for s in range(0, len(images_uint8), batch_size):
+    for s in bar(range(0, len(images_uint8), batch_size), desc="features", unit="batch"):
         x = normalize_fn(images_uint8[s : s + batch_size]).to(device)
         parts.append(torch.flatten(backbone(x), 1).float().cpu())
     return torch.cat(parts)
