@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
+import time
 
 import click
 
@@ -17,11 +20,27 @@ class NacvaeGroup(click.Group):
         try:
             return super().invoke(ctx)
         except NacvaeError as exc:
+            report_to_launcher(exc)
             click.echo(f"Error: {exc}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             sys.exit(130)
+
+
+def report_to_launcher(exc: Exception) -> None:
+    """Under torchrun, hand the sentence to the launcher too: its failure summary then shows
+    it as the root cause instead of a pointer to the traceback documentation, whichever
+    process failed first (torchrun stops the others, perhaps before they print)."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    record = {"message": {"message": f"Error: {exc}", "extraInfo": {"timestamp": str(int(time.time()))}}}
+    try:
+        with open(path, "w") as f:
+            json.dump(record, f)
+    except OSError:
+        pass  # the launcher's report is a courtesy; the exit code still says it failed
 
 
 @click.group(cls=NacvaeGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

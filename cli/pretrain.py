@@ -71,9 +71,12 @@ def pretrain(out: str | None, resume: bool, quiet: bool, compile_: bool | None, 
             tag = cfg.objective + ("-momentum" if cfg.momentum else "")
             out = str(default_runs_root() / new_run_name("pretrain", data, tag))
         run = run_pretrain(cfg, Path(out), resume=resume, progress=not quiet)
-    except NacvaeError:
+    except NacvaeError as exc:
         if not distributed.is_main():
-            sys.exit(2)  # every rank meets the same error; rank 0 reports it
+            from nacvae.cli.main import report_to_launcher
+
+            report_to_launcher(exc)  # torchrun's summary shows it, should this rank stop first
+            sys.exit(2)  # every rank meets the same error; rank 0 prints it
         raise
     if distributed.is_main():
         click.echo(f"Run folder: {run}")

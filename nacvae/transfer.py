@@ -60,9 +60,37 @@ def random_encoder(arch: str, image_shape: tuple[int, int, int], code_dim: int =
 
 
 def export_backbone(path: str | Path, out: str | Path) -> dict[str, torch.Tensor]:
-    """Write the backbone's plain state dict (torchvision key names) to ``out``."""
+    """Write the backbone's plain state dict (torchvision key names) to ``out``.
+
+    The state dict's ``_metadata["nacvae"]`` (where torch keeps a state dict's own
+    metadata, which ``load_state_dict`` ignores for names that are not modules) holds the
+    architecture and the input the backbone expects: channels, image size, mean and std.
+    """
+    from collections import OrderedDict
+
     from nacvae.checkpoint import atomic_write
 
-    sd = backbone_state_dict(load_checkpoint(path, kind="pretrain"))
+    ckpt = load_checkpoint(path, kind="pretrain")
+    sd = OrderedDict(backbone_state_dict(ckpt))
+    sd._metadata = OrderedDict(nacvae=export_info(ckpt))
     atomic_write(Path(out), lambda tmp: torch.save(sd, tmp))
     return sd
+
+
+def export_info(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """Architecture and input normalisation of a pretraining checkpoint (older checkpoints
+    without a saved mean and std take the dataset's, as their training did)."""
+    from nacvae.data.sources import channel_stats, load_dataset
+    from nacvae.train.pretrain import input_description
+
+    meta, config = ckpt["meta"], ckpt.get("config") or {}
+    mean, std = meta.get("mean"), meta.get("std")
+    if mean is None or std is None:
+        dataset = meta["dataset"]
+        train = None
+        if dataset.startswith("folder:"):
+            train = load_dataset(dataset, "train", config.get("data_dir"), download=False,
+                                 image_size=config.get("image_size"))
+        mean, std = channel_stats(dataset, train)
+    return {"arch": meta["arch"], "dataset": meta["dataset"],
+            **input_description(meta["image_shape"], mean, std)}
