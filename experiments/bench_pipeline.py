@@ -290,7 +290,9 @@ class Contention:
         self.k, self.procs = k, []
 
     def __enter__(self):
-        self.procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(self.k)]
+        # Each spins until stopped, or until this process is gone (killed before it could stop them).
+        spin = "import os\nparent = os.getppid()\nwhile os.getppid() == parent: pass"
+        self.procs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(self.k)]
         time.sleep(0.5 if self.k else 0)  # let them take their cores
         return self
 
