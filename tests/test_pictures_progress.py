@@ -50,3 +50,22 @@ def test_bars_only_when_enabled_and_on_a_terminal(monkeypatch):
         assert not progress.shown()
         assert list(progress.bar(range(2))) == [0, 1]
     assert __import__("sys").stderr.getvalue() == ""
+
+
+def test_pretraining_logs_its_views_and_input(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from nacvae.data.sources import channel_stats
+    from nacvae.runs import read_config
+    from nacvae.train.config import resolve_config
+    from nacvae.train.pretrain import pretrain
+
+    cfg = resolve_config("digits", steps=2, warmup_steps=1, batch_size=64, code_dim=8)
+    run = pretrain(cfg, tmp_path / "run", progress=False)
+    events = EventAccumulator(str(run / "tb"), size_guidance={"images": 0})
+    events.Reload()
+    assert "images/views" in events.Tags()["images"]
+    picture = events.Images("images/views")[-1]
+    assert (picture.height, picture.width) == (2 * 8 + 3 * PAD, 8 * 8 + 9 * PAD)
+    mean, std = channel_stats("digits")
+    assert read_config(run)["input"] == {"channels": 1, "image_size": 8, "mean": list(mean), "std": list(std)}
