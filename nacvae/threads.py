@@ -70,15 +70,16 @@ def busy_cores(cores: list[int] | None = None, seconds: float = SAMPLE_SECONDS) 
             return min(float(len(cores)), os.getloadavg()[0])
         except (AttributeError, OSError):
             return 0.0
-    own_before = _own_cpu_seconds()
+    own_before, start = _own_cpu_seconds(), time.monotonic()
     time.sleep(seconds)
     after = _cpu_times(cores)
     own = _own_cpu_seconds() - own_before
+    elapsed = max(time.monotonic() - start, 1e-3)  # a sleep can overrun on a busy machine
     if after is None or after[1] <= before[1]:
         return 0.0
     busy_share = (after[0] - before[0]) / (after[1] - before[1])
     # Jiffies are split over the cores, so busy_share * cores is the number of busy cores.
-    others = busy_share * len(cores) - own / seconds
+    others = busy_share * len(cores) - own / elapsed
     return min(float(len(cores)), max(0.0, others))
 
 

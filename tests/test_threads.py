@@ -54,7 +54,13 @@ def test_busy_cores_subtracts_this_process(monkeypatch):
     own = iter([7.0, 7.1])
     monkeypatch.setattr(threads, "_cpu_times", lambda cores: next(samples))
     monkeypatch.setattr(threads, "_own_cpu_seconds", lambda: next(own))
-    monkeypatch.setattr(threads.time, "sleep", lambda s: None)
+    clock = iter([100.0, 100.25])
+
+    class FakeTime:
+        sleep = staticmethod(lambda s: None)
+        monotonic = staticmethod(lambda: next(clock))
+
+    monkeypatch.setattr(threads, "time", FakeTime)
     assert threads.busy_cores([0, 1], seconds=0.25) == pytest.approx(1.2)
 
 
