@@ -17,9 +17,9 @@ def _encoder_options(command):
         click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
                      help="A pretraining checkpoint (for linear: also a plain backbone state dict with --arch)."),
         click.option("--init", type=click.Choice(["random"]), default=None,
-                     help="Evaluate a randomly initialised encoder (needs --arch): the baseline."),
+                     help="Evaluate a randomly initialised encoder: the baseline."),
         click.option("--arch", default=None,
-                     help="Backbone of the random baseline; with --run/--checkpoint it must match."),
+                     help="Backbone of the random baseline [the dataset's default]; with --run/--checkpoint it must match."),
         click.option("--code-dim", type=int, default=None, help="Code length D of the random baseline [128]."),
         data_options(
             default=None,
@@ -33,6 +33,7 @@ def _encoder_options(command):
                      help="Seed of the random baseline's weights (and of the linear classifier)."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text."),
+        click.option("--quiet", is_flag=True, help="No progress bars (they are drawn only on a terminal, never with --json)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -54,6 +55,13 @@ def _prepare(opts: dict):
     if opts["image_size"] is not None and opts["image_size"] != size:
         raise ConfigError(f"The encoder takes {size}x{size} images; --image-size {opts['image_size']} does not match.")
     return encoder, meta, data, data_dir, device, size
+
+
+def _bars(opts: dict):
+    """Progress bars for this evaluation, unless --quiet or --json."""
+    from nacvae.progress import progress_bars
+
+    return progress_bars(not opts["quiet"] and not opts["as_json"])
 
 
 def _finish(opts: dict, event: str, meta: dict, result: dict, text: list[str]) -> None:
@@ -104,8 +112,9 @@ def linear(protocol: str, epochs: int, lr: float, **opts) -> None:
     from nacvae.eval.downstream import evaluate_linear
 
     encoder, meta, data, data_dir, device, size = _prepare(opts)
-    r = evaluate_linear(encoder, data, data_dir, protocol=protocol, epochs=epochs, batch_size=opts["batch_size"],
-                        lr=lr, seed=opts["seed"], device=device, image_size=size, download=opts["download"])
+    with _bars(opts):
+        r = evaluate_linear(encoder, data, data_dir, protocol=protocol, epochs=epochs, batch_size=opts["batch_size"],
+                            lr=lr, seed=opts["seed"], device=device, image_size=size, download=opts["download"])
     if protocol == "fast":
         how = "features computed once, no augmentation"
     else:
@@ -141,9 +150,10 @@ def retrieval(topk: int | None, count_empty: bool, split_seed: int, queries_per_
     if topk is not None and topk < 1:
         raise ConfigError(f"--topk must be a positive integer, got {topk}.")
     encoder, meta, data, data_dir, device, size = _prepare(opts)
-    r = evaluate_retrieval(encoder, data, data_dir, topk=topk, count_empty=count_empty, seed=split_seed,
-                           queries_per_class=queries_per_class, batch_size=opts["batch_size"], device=device,
-                           image_size=size, download=opts["download"], ranking=ranking)
+    with _bars(opts):
+        r = evaluate_retrieval(encoder, data, data_dir, topk=topk, count_empty=count_empty, seed=split_seed,
+                               queries_per_class=queries_per_class, batch_size=opts["batch_size"], device=device,
+                               image_size=size, download=opts["download"], ranking=ranking)
     empty = "counted as 0" if count_empty else "left out"
     if ranking == "hamming":
         how = "Hamming retrieval", "ties by gallery index"
@@ -166,8 +176,9 @@ def codes(split: str, **opts) -> None:
     from nacvae.eval.downstream import evaluate_codes
 
     encoder, meta, data, data_dir, device, size = _prepare(opts)
-    r = evaluate_codes(encoder, data, data_dir, split=split, batch_size=opts["batch_size"], device=device,
-                       image_size=size, download=opts["download"])
+    with _bars(opts):
+        r = evaluate_codes(encoder, data, data_dir, split=split, batch_size=opts["batch_size"], device=device,
+                           image_size=size, download=opts["download"])
     hamming = r["mean_pairwise_hamming"]
     hamming_text = "undefined (one image)" if not math.isfinite(hamming) else (
         f"{hamming:.2f} of {r['code_length']} bits ({_pct(r['mean_pairwise_hamming_fraction'])})")

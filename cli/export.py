@@ -11,11 +11,14 @@ import click
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Where to write the state dict (.pt).")
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 def export(run: str | None, checkpoint: str | None, out: str, force: bool) -> None:
-    """Write the backbone's weights with torchvision's key names (load with torch.load)."""
-    from nacvae.checkpoint import load_checkpoint
+    """Write the backbone's weights with torchvision's key names (load with torch.load), and
+    its input normalisation into the file's metadata (docs/guide.md shows how to load it)."""
     from nacvae.transfer import checkpoint_path, export_backbone
 
     path = checkpoint_path(run, checkpoint)
     sd = export_backbone(path, out, overwrite=force)
-    meta = load_checkpoint(path)["meta"]
-    click.echo(f"Wrote {len(sd)} tensors of a {meta['arch']} backbone ({meta['image_shape'][0]} input channels) to {out}.")
+    info = sd._metadata["nacvae"]
+    numbers = lambda values: ", ".join(f"{v:.4f}" for v in values)  # noqa: E731
+    click.echo(f"Wrote {len(sd)} tensors of a {info['arch']} backbone ({info['channels']} input channels) to {out}.")
+    click.echo(f"Input: {info['channels']}x{info['image_size']}x{info['image_size']} images scaled to [0, 1], then "
+               f"(x - mean) / std per channel with mean ({numbers(info['mean'])}) and std ({numbers(info['std'])}).")

@@ -42,3 +42,32 @@ def check_resume(out, kind: str, options: dict, parameter: dict | None = None) -
     # Under torchrun only rank 0 locks the folder; the others must not mistake its lock for a rival's.
     check_run_dir(Path(out), resume=True, locked=not distributed.is_main())
     check_resume_options(out, read_run_config(Path(out), kind, resuming=True)[kind], given)
+
+
+THREADS_HELP = ("CPU threads for torch, OpenMP and numba: a number, or auto, the cores this process may use that "
+                "other work leaves free [$NACVAE_THREADS, else $OMP_NUM_THREADS, else auto] (docs/scaling.md).")
+
+
+def _apply_threads(ctx: click.Context, param: click.Parameter, value):
+    if ctx.resilient_parsing:  # shell completion: decide nothing
+        return None
+    from nacvae.threads import configure_threads
+
+    configure_threads(value)
+    return None
+
+
+def threads_option() -> click.Option:
+    """``--threads``: decided while the options are parsed, so before any command imports
+    torch (whose OpenMP runtime reads its wait policy once, when it starts)."""
+    return click.Option(["--threads"], metavar="N|auto", default=None, expose_value=False,
+                        callback=_apply_threads, help=THREADS_HELP)
+
+
+def add_threads_option(command: click.Command) -> None:
+    """Gives ``command`` (and every command of a group) the ``--threads`` option."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            add_threads_option(sub)
+    elif not any(p.name == "threads" for p in command.params):
+        command.params.append(threads_option())

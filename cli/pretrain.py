@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from nacvae.cli.options import check_resume, data_options
-from nacvae.runs import default_runs_root, new_run_name
 
 
 @click.command()
@@ -63,6 +62,7 @@ def pretrain(out: str | None, resume: bool, quiet: bool, compile_: bool | None, 
     """
     from nacvae import distributed
     from nacvae.errors import ConfigError, NacvaeError
+    from nacvae.runs import default_runs_root, new_run_name
     from nacvae.train.config import resolve_config
     from nacvae.train.pretrain import pretrain as run_pretrain
 
@@ -79,9 +79,12 @@ def pretrain(out: str | None, resume: bool, quiet: bool, compile_: bool | None, 
             tag = cfg.objective + ("-momentum" if cfg.momentum else "")
             out = str(default_runs_root() / new_run_name("pretrain", data, tag))
         run = run_pretrain(cfg, Path(out), resume=resume, progress=not quiet, dist_timeout=dist_timeout)
-    except NacvaeError:
+    except NacvaeError as exc:
         if not distributed.is_main():
-            sys.exit(2)  # every rank meets the same error; rank 0 reports it
+            from nacvae.cli.main import report_to_launcher
+
+            report_to_launcher(exc)  # torchrun's summary shows it, should this rank stop first
+            sys.exit(2)  # every rank meets the same error; rank 0 prints it
         raise
     if distributed.is_main():
         click.echo(f"Run folder: {run}")

@@ -9,7 +9,6 @@ from pathlib import Path
 import click
 
 from nacvae.cli.options import check_resume, data_options
-from nacvae.runs import default_runs_root, new_run_name
 
 
 @click.command()
@@ -52,7 +51,9 @@ from nacvae.runs import default_runs_root, new_run_name
 def vae(out: str | None, resume: bool, quiet: bool, **options) -> None:
     """Train a Pyro VAE whose encoder starts from a pretrained (or random) backbone."""
     from nacvae.errors import ConfigError
+    from nacvae.runs import default_runs_root, new_run_name
     from nacvae.train.vae import resolve_vae_config, train_vae
+    from nacvae.train.vae_config import describe_encoder_choice
 
     if resume and out is None:
         raise ConfigError("--resume needs --out, the run folder to continue.")
@@ -63,6 +64,9 @@ def vae(out: str | None, resume: bool, quiet: bool, **options) -> None:
     if out is None:
         tag = "encoder" if cfg.encoder is not None else cfg.init
         out = str(default_runs_root() / new_run_name("vae", data, tag))
+    choice = None if resume else describe_encoder_choice(cfg)
+    if choice is not None:
+        click.echo(choice, err=True)
     run = train_vae(cfg, Path(out), resume=resume, progress=not quiet)
     click.echo(f"Run folder: {run}")
 

@@ -25,6 +25,14 @@ after a few warm-up steps, and shuts its workers down before the other pipeline 
     python experiments/bench_pipeline.py --arch smallconv --data digits --images 1797
     python experiments/bench_pipeline.py --arch resnet18 --epoch      # one NAC epoch, 50,000 images
     python experiments/bench_pipeline.py --arch resnet18 --sync-check # CUDA: syncs in one step
+    python experiments/bench_pipeline.py --workers 0 --contend 1      # also beside one busy process
+
+``--contend K`` times every round twice: quiet, and with K busy processes (each a pure-Python
+loop on one core) started just before and stopped just after. The torch thread count is
+chosen as ``nacvae`` chooses it (``--threads``, else $NACVAE_THREADS, else the free cores),
+anew at the start of each phase, as a command started at that moment would choose it; the
+OpenMP wait policy is set once, before torch starts. "model only" times the model, loss and
+update on views made beforehand: the bound that a free augmentation would reach.
 """
 
 from __future__ import annotations
@@ -33,15 +41,32 @@ import argparse
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nacvae.threads import configure_threads  # noqa: E402  (imports neither torch nor numba)
+
+
+def _threads_argument() -> str | None:
+    for i, arg in enumerate(sys.argv):
+        if arg == "--threads" and i + 1 < len(sys.argv):
+            return sys.argv[i + 1]
+        if arg.startswith("--threads="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+if __name__ == "__main__":
+    # Before torch is imported: its OpenMP runtime reads the wait policy once, at start-up.
+    configure_threads(_threads_argument())
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from nacvae.data import default_augment, two_views  # noqa: E402
 from nacvae.train.config import PretrainConfig  # noqa: E402
@@ -67,7 +92,11 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=3, help="rounds of both pipelines; medians are reported")
     ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     ap.add_argument("--workers", type=int, default=None, help="DataLoader workers [min(8, CPUs)]")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads of the main process [torch's default]")
+    ap.add_argument("--threads", default=None,
+                    help="torch CPU threads of the main process: N or auto [as nacvae chooses: $NACVAE_THREADS, "
+                         "else $OMP_NUM_THREADS, else the free cores]")
+    ap.add_argument("--contend", type=int, default=0, metavar="K",
+                    help="also time every round beside K busy processes (one core each)")
     ap.add_argument("--data", default="cifar10", choices=sorted(DATASETS),
                     help="image shape and augmentation parameters of this dataset (the images are synthetic)")
     ap.add_argument("--images", type=int, default=50_000, help="synthetic training images")
@@ -136,6 +165,18 @@ class Bench:
             x1, x2 = self.nacvae_views(self.step + i, gen)
             if train:
                 self.train(x1, x2, gen)
+        synchronize(self.device)
+        return time.perf_counter() - start
+
+    def model_steps(self, steps: int, views) -> float:
+        """Seconds for ``steps`` model-only steps on the same two views."""
+        x1, x2 = views
+        start = time.perf_counter()
+        for i in range(self.args.warmup + steps):
+            if i == self.args.warmup:
+                synchronize(self.device)
+                start = time.perf_counter()
+            self.train(x1, x2, self.generator())
         synchronize(self.device)
         return time.perf_counter() - start
 
@@ -243,6 +284,26 @@ def time_epoch(bench: Bench) -> None:
           f"in {seconds:.2f} s = {steps * args.batch_size / seconds:,.0f} images/s")
 
 
+class Contention:
+    """K busy processes, each a pure-Python loop (one core each), while the block runs."""
+
+    def __init__(self, k: int) -> None:
+        self.k, self.procs = k, []
+
+    def __enter__(self):
+        # Each spins until stopped, or until this process is gone (killed before it could stop them).
+        spin = "import os\nparent = os.getppid()\nwhile os.getppid() == parent: pass"
+        self.procs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(self.k)]
+        time.sleep(0.5 if self.k else 0)  # let them take their cores
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for p in self.procs:
+            p.kill()
+        for p in self.procs:
+            p.wait()
+
+
 def main() -> None:
     args = parse_args()
     if args.device == "auto":
@@ -251,14 +312,13 @@ def main() -> None:
         device = torch.device(args.device)
     if args.workers is None:
         args.workers = min(8, os.cpu_count() or 1)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
     if args.batch_size > args.images:
         sys.exit("--batch-size must not exceed --images")
     bench = Bench(args, device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
-          f"{os.cpu_count()} CPUs")
+          f"{os.cpu_count()} CPUs, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
+          f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     c, h, w = DATASETS[args.data][0]
     print(f"data {args.data}, arch {args.arch}, batch {args.batch_size} x 2 views of {c}x{h}x{w}, "
           f"amp {'bf16' if bench.amp else 'off'}, channels_last {bench.method.channels_last}, "
@@ -266,35 +326,54 @@ def main() -> None:
     if args.sync_check:
         sync_check(bench)
 
-    rows: dict[str, list[float]] = {}
+    phases = ["quiet"] + ([f"{args.contend} busy"] if args.contend else [])
+    rows: dict[str, dict[str, list[float]]] = {phase: {} for phase in phases}
+    threads: dict[str, list[int]] = {phase: [] for phase in phases}
+    fixed = bench.nacvae_views(0, bench.generator())
 
-    def record(label: str, seconds: float) -> None:
-        rows.setdefault(label, []).append(args.steps * args.batch_size / seconds)
+    def record(phase: str, label: str, seconds: float) -> None:
+        rows[phase].setdefault(label, []).append(args.steps * args.batch_size / seconds)
 
-    def conventional() -> None:
-        record("conventional: augmentation only", bench.conventional_steps(args.steps, train=False))
-        record("conventional: full step", bench.conventional_steps(args.steps))
+    def conventional(phase: str) -> None:
+        record(phase, "conventional: augmentation only", bench.conventional_steps(args.steps, train=False))
+        record(phase, "conventional: full step", bench.conventional_steps(args.steps))
 
-    def nacvae() -> None:
-        record("nacvae: augmentation only", bench.nacvae_steps(args.steps, train=False))
-        record("nacvae: full step", bench.nacvae_steps(args.steps))
+    def nacvae(phase: str) -> None:
+        record(phase, "nacvae: augmentation only", bench.nacvae_steps(args.steps, train=False))
+        record(phase, "nacvae: full step", bench.nacvae_steps(args.steps))
+
+    def model_only(phase: str) -> None:
+        record(phase, "model only (views made beforehand)", bench.model_steps(args.steps, fixed))
 
     for r in range(args.rounds):
-        # Alternate which pipeline goes first, so that a drifting load favours neither.
-        order = [nacvae] if args.no_conventional else [conventional, nacvae] if r % 2 == 0 else [nacvae, conventional]
-        for run in order:
-            run()
+        for phase in phases:
+            with Contention(args.contend if phase != "quiet" else 0):
+                if device.type == "cpu":  # as a command started now would choose
+                    threads[phase].append(configure_threads(args.threads)[0])
+                # Alternate which pipeline goes first, so that a drifting load favours neither.
+                order = [nacvae] if args.no_conventional else [conventional, nacvae] if r % 2 == 0 else [nacvae, conventional]
+                for run in [*order, model_only]:
+                    run(phase)
     float(bench.loss_sum)  # the losses were computed, not skipped
 
-    print(f"\n{'pipeline':34s} {'images/s':>10s} {'ms/step':>9s}   per round (images/s)")
-    for label, values in rows.items():
-        med = statistics.median(values)
-        print(f"{label:34s} {med:10,.0f} {1000 * args.batch_size / med:9.1f}   "
-              + ", ".join(f"{v:,.0f}" for v in values))
-    if not args.no_conventional:
-        ratios = [n / c for n, c in zip(rows["nacvae: full step"], rows["conventional: full step"])]
-        print(f"\nfull step, nacvae / conventional: {statistics.median(ratios):.2f}x (median of rounds: "
-              + ", ".join(f"{r:.2f}" for r in ratios) + ")")
+    for phase in phases:
+        used = ", ".join(str(t) for t in threads[phase]) or "n/a"
+        print(f"\n{phase}: torch threads per round {used}")
+        print(f"{'pipeline':36s} {'images/s':>10s} {'ms/step':>9s}   per round (images/s)")
+        for label, values in rows[phase].items():
+            med = statistics.median(values)
+            print(f"{label:36s} {med:10,.0f} {1000 * args.batch_size / med:9.1f}   "
+                  + ", ".join(f"{v:,.0f}" for v in values))
+        bound = rows[phase]["model only (views made beforehand)"]
+        for pipe in ["nacvae"] + ([] if args.no_conventional else ["conventional"]):
+            share = [f / b for f, b in zip(rows[phase][f"{pipe}: full step"], bound)]
+            print(f"  {pipe} full step at {statistics.median(share):.0%} of the model-only bound")
+        if not args.no_conventional:
+            for what in ("augmentation only", "full step"):
+                ratios = [n / c for n, c in zip(rows[phase][f"nacvae: {what}"], rows[phase][f"conventional: {what}"])]
+                print(f"  {what}, nacvae / conventional: {statistics.median(ratios):.2f}x (rounds: "
+                      + ", ".join(f"{r:.2f}" for r in ratios) + ")")
+    print(f"\nload average at the end {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     if args.epoch:
         time_epoch(bench)
 

@@ -63,8 +63,13 @@ def export_backbone(path: str | Path, out: str | Path, overwrite: bool = False) 
     """Write the backbone's plain state dict (torchvision key names) to ``out``.
 
     The weights are loaded into a fresh backbone first, so a damaged checkpoint is refused
-    rather than exported; an existing ``out`` is replaced only with ``overwrite``.
+    rather than exported; an existing ``out`` is replaced only with ``overwrite``. The state
+    dict's ``_metadata["nacvae"]`` (where torch keeps a state dict's own metadata, which
+    ``load_state_dict`` ignores for names that are not modules) holds the architecture and
+    the input the backbone expects: channels, image size, mean and std.
     """
+    from collections import OrderedDict
+
     from nacvae.files import save_torch
 
     out = Path(out)
@@ -74,12 +79,32 @@ def export_backbone(path: str | Path, out: str | Path, overwrite: bool = False) 
         raise ConfigError(f"{out} is a folder; give a file name for the exported state dict.")
     ckpt = load_checkpoint(path, kind="pretrain")
     meta = check_meta(path, ckpt)
-    sd = backbone_state_dict(ckpt)
+    sd = OrderedDict(backbone_state_dict(ckpt))
     backbone, _ = build_backbone(meta["arch"], meta["image_shape"][0], meta["image_shape"][1])
     try:
         backbone.load_state_dict(sd)
     except RuntimeError as exc:
         raise CheckpointError(f"{path} does not hold the weights of a {meta['arch']} backbone (a tensor has "
                               "another shape or name), so it was not exported.") from exc
+    sd._metadata = OrderedDict(nacvae=export_info(ckpt))
     save_torch(out, sd, overwrite=overwrite)
     return sd
+
+
+def export_info(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """Architecture and input normalisation of a pretraining checkpoint (older checkpoints
+    without a saved mean and std take the dataset's, as their training did)."""
+    from nacvae.data.sources import channel_stats, load_dataset
+    from nacvae.train.pretrain import input_description
+
+    meta, config = ckpt["meta"], ckpt.get("config") or {}
+    mean, std = meta.get("mean"), meta.get("std")
+    if mean is None or std is None:
+        dataset = meta["dataset"]
+        train = None
+        if dataset.startswith("folder:"):
+            train = load_dataset(dataset, "train", config.get("data_dir"), download=False,
+                                 image_size=config.get("image_size"))
+        mean, std = channel_stats(dataset, train)
+    return {"arch": meta["arch"], "dataset": meta["dataset"],
+            **input_description(meta["image_shape"], mean, std)}

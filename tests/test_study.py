@@ -90,3 +90,22 @@ def test_bad_preset_and_seeds(tmp_path):
         run_study("imagenet", tmp_path / "a")
     with pytest.raises(ConfigError, match="--seeds"):
         run_study("digits", tmp_path / "b", seeds=0)
+
+
+@pytest.mark.filterwarnings("ignore:No artists with labels")  # no VAE curves in this toy
+def test_figure_plots_percent_columns_in_percent(tmp_path, monkeypatch):
+    """The summary figure's axes say (%), so fractions are plotted times 100."""
+    import matplotlib.axes
+
+    from nacvae.study import COLUMNS, write_figures
+
+    plotted = []
+
+    def record(self, x, y, yerr=None, **kwargs):
+        plotted.append((y[0], yerr[0]))
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar", record)
+    table = {"nac": {key: {"mean": 0.25, "std": 0.5, "n": 2} for key, *_ in COLUMNS}}
+    write_figures({"table": table, "description": "toy"}, [], tmp_path)
+    expected = [(25.0, 50.0) if "(%)" in header else (0.25, 0.5) for _, header, *_ in COLUMNS]
+    assert plotted == expected[: len(plotted)] and len(plotted) == min(9, len(COLUMNS))

@@ -33,6 +33,7 @@ from nacvae.eval.codes import code_statistics
 from nacvae.eval.linear import extract_features, train_linear_classifier, train_linear_probe_augmented
 from nacvae.eval.retrieval import mean_average_precision
 from nacvae.models.backbones import fast_layout
+from nacvae.progress import bar
 
 __all__ = [
     "BackboneOnly",
@@ -115,8 +116,8 @@ def resolve_encoder(
 
     Exactly one source: ``run`` (a pretraining run folder), ``checkpoint`` (a pretraining
     checkpoint, or a plain backbone state dict together with ``arch``), or
-    ``init="random"`` with ``arch`` (same architecture and heads, initialised with
-    ``seed``; ``code_dim`` bits, 128 by default). ``arch`` given with a run or checkpoint
+    ``init="random"`` (same architecture and heads, initialised with ``seed``; ``arch``
+    defaults to the dataset's, as in pretraining; ``code_dim`` bits, 128 by default). ``arch`` given with a run or checkpoint
     must match it. ``data`` / ``data_dir`` / ``image_size`` default to the run's (the
     checkpoint's configuration); the random baseline takes ``data`` or digits.
 
@@ -131,19 +132,18 @@ def resolve_encoder(
             raise ConfigError(f"Unknown --init '{init}'; the only initialisation is 'random'.")
         if run is not None or checkpoint is not None:
             raise ConfigError("--init random cannot be combined with --run or --checkpoint.")
-        if arch is None:
-            raise ConfigError("--init random needs --arch, the architecture of the random baseline.")
+        data = data or DEFAULT_DATA
         code_dim = DEFAULT_CODE_DIM if code_dim is None else code_dim
         if isinstance(code_dim, bool) or not isinstance(code_dim, int) or code_dim < 1:
             raise ConfigError(f"--code-dim must be a positive integer, got {code_dim!r}.")
-        data = data or DEFAULT_DATA
         shape = _dataset_shape(data, data_dir, image_size, download)
+        arch = _default_arch(data) if arch is None else arch
         encoder, meta = random_encoder(arch, shape, code_dim=code_dim, seed=seed)
         meta = {**meta, "run": None}
         return encoder.eval(), meta, data, None if data_dir is None else str(data_dir)
 
     if run is None and checkpoint is None:
-        raise ConfigError("Give --run or --checkpoint, or --init random with --arch.")
+        raise ConfigError("Give --run or --checkpoint, or --init random.")
     if run is not None and checkpoint is not None:
         raise ConfigError("Give only one of --run and --checkpoint.")
     if run is not None:
@@ -168,6 +168,16 @@ def resolve_encoder(
     meta = {k: v for k, v in meta.items() if k != "config"}
     meta["run"] = None if run is None else str(run)
     return encoder.eval(), meta, data, None if data_dir is None else str(data_dir)
+
+
+def _default_arch(data: str) -> str:
+    """The dataset's default architecture, as ``nacvae pretrain`` picks it."""
+    from nacvae.train.config import DATASET_DEFAULTS, dataset_family
+
+    family = dataset_family(data)
+    if family not in DATASET_DEFAULTS:
+        raise ConfigError(f"Unknown dataset '{data}'; give --arch for the random encoder.")
+    return DATASET_DEFAULTS[family]["arch"]
 
 
 def _backbone_from_state_dict(path, state, arch, data, data_dir, image_size, download):
@@ -253,7 +263,7 @@ def _codes(encoder: nn.Module, images: torch.Tensor, mean, std, batch_size: int,
     """Codes sgn(a) [N, D] (bool, on the CPU) of uint8 images, the encoder in eval mode."""
     encoder.eval()
     parts = []
-    for s in range(0, len(images), batch_size):
+    for s in bar(range(0, len(images), batch_size), desc="codes", unit="batch"):
         x = normalize(images[s : s + batch_size], mean, std).to(device)
         parts.append(encoder.codes(x).cpu())
     return torch.cat(parts)

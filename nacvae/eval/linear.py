@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nacvae.errors import ConfigError, DataError, TrainingError
+from nacvae.progress import bar
 
 __all__ = ["extract_features", "train_linear_classifier", "train_linear_probe_augmented"]
 
@@ -97,7 +98,7 @@ def _fit(
     total_steps = epochs * steps_per_epoch
     labels = labels.to(device)
     step = 0
-    for _ in range(epochs):
+    for _ in bar(range(epochs), desc="linear probe", unit="epoch"):
         order = torch.randperm(n, generator=generator)
         # One copy of the epoch's order to the device, rather than a blocking copy of
         # each step's indices; the sums below stay there too, so no step waits for it.
@@ -210,7 +211,7 @@ def extract_features(
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}.")
     backbone.eval()
     parts = []
-    for s in range(0, len(images_uint8), batch_size):
+    for s in bar(range(0, len(images_uint8), batch_size), desc="features", unit="batch"):
         x = normalize_fn(images_uint8[s : s + batch_size]).to(device)
         parts.append(torch.flatten(backbone(x), 1).float().cpu())
     return torch.cat(parts)

@@ -40,6 +40,7 @@ import torch
 
 from nacvae.errors import ConfigError, DataError
 from nacvae.eval import hamming_kernel
+from nacvae.progress import bar
 
 __all__ = ["hamming_distances", "mean_average_precision", "pack_codes"]
 
@@ -47,6 +48,8 @@ __all__ = ["hamming_distances", "mean_average_precision", "pack_codes"]
 MEMORY_BUDGET_BYTES = 256 * 2**20
 # Larger chunks stop paying off once a chunk falls out of cache.
 _MAX_PAIRS_PER_CHUNK = 2**20
+# Queries per call of the compiled kernel (calls are split only so that progress can show).
+_KERNEL_BLOCK = 512
 _LITTLE_ENDIAN = sys.byteorder == "little"
 
 # Keys wider than this use uint64.
@@ -238,10 +241,17 @@ def mean_average_precision(
             q_lab_words, g_lab_words = q_lab.values, g_lab.values
         else:
             q_lab_words, g_lab_words = q_lab.values[:, None], g_lab.values[:, None]
-        sums, found = hamming_kernel.precision_sums(
-            pack_codes(q_bits), pack_codes(g_bits), q_lab_words, g_lab_words,
-            g_lab.multi_hot, depth, num_bits, workers,
-        )
+        q_words, g_words = pack_codes(q_bits), pack_codes(g_bits)
+        # Blocks of queries only so that a progress bar can move; each block still keeps
+        # every worker busy.
+        block = max(_KERNEL_BLOCK, -(-num_q // 100))
+        parts = [
+            hamming_kernel.precision_sums(q_words[s : s + block], g_words, q_lab_words[s : s + block], g_lab_words,
+                                          g_lab.multi_hot, depth, num_bits, workers)
+            for s in bar(range(0, num_q, block), desc="ranking", unit="block")
+        ]
+        sums = np.concatenate([p[0] for p in parts]) if parts else np.empty(0)
+        found = np.concatenate([p[1] for p in parts]) if parts else np.empty(0, dtype=np.int64)
         return _mean_ap(sums, found, count_empty)
 
     q_words = pack_codes(q_bits)
@@ -298,9 +308,9 @@ def mean_average_precision(
     workers = min(workers, len(chunks))
     if workers > 1:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            parts = list(pool.map(run_chunk, chunks))
+            parts = list(bar(pool.map(run_chunk, chunks), total=len(chunks), desc="ranking", unit="chunk"))
     else:
-        parts = [run_chunk(c) for c in chunks]
+        parts = [run_chunk(c) for c in bar(chunks, desc="ranking", unit="chunk")]
     sums = np.empty(num_q)
     found = np.empty(num_q, dtype=np.int64)
     for (rows, _), (chunk_sums, chunk_found) in zip(chunks, parts):

@@ -88,6 +88,12 @@ def build_pretrain_method(cfg: PretrainConfig, image_shape: tuple[int, int, int]
                         l2_weight=cfg.l2_weight, seed=cfg.seed)
 
 
+def input_description(image_shape, mean, std) -> dict[str, Any]:
+    """What the backbone expects: ``(x / 255 - mean) / std`` per channel, of square images."""
+    return {"channels": int(image_shape[0]), "image_size": int(image_shape[-1]),
+            "mean": [float(m) for m in mean], "std": [float(s) for s in std]}
+
+
 def checkpoint_meta(cfg: PretrainConfig, image_shape, feature_dim: int) -> dict[str, Any]:
     return dict(arch=cfg.arch, objective=cfg.objective, momentum=cfg.momentum, dataset=cfg.data,
                 code_dim=cfg.code_dim, image_shape=list(image_shape), feature_dim=feature_dim,
@@ -147,7 +153,9 @@ def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device:
     params = [p for p in method.parameters() if p.requires_grad]
     optimizer = build_optimizer(cfg.optimizer, params, cfg.lr, cfg.weight_decay)
     scheduler = build_scheduler(optimizer, total_steps, warmup_steps)
-    meta = checkpoint_meta(cfg, data.image_shape, method.encoder.feature_dim)
+    # The input normalisation travels with the weights: exports and users need it.
+    meta = {**checkpoint_meta(cfg, data.image_shape, method.encoder.feature_dim),
+            "mean": list(data.mean), "std": list(data.std)}
     ckpt_path = out / CHECKPOINT
     checkpoint_every = cfg.checkpoint_every or steps_per_epoch
 
@@ -164,6 +172,7 @@ def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device:
         "arch": cfg.arch, "code_dim": cfg.code_dim, "image_shape": list(data.image_shape),
         "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "warmup_steps": warmup_steps,
         "device": str(device),
+        "input": input_description(data.image_shape, data.mean, data.std),
         "world_size": world, "amp": amp, "nacvae_version": __version__, "pretrain": cfg.to_dict(),
     }
 
@@ -248,6 +257,11 @@ def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device:
                     for key, value in record.items():
                         if key not in ("event", "step"):
                             writer.add_scalar(_tensorboard_tag(key), value, done)
+                    if done % checkpoint_every == 0 or done == total_steps or window_steps == done - start_step:
+                        # The views the encoder saw (this rank's): at the first log step and checkpoints.
+                        from nacvae.train.pictures import view_pairs
+
+                        writer.add_image("images/views", view_pairs(x1, x2, data.mean, data.std), done)
                     append_metrics(out, record)
                     if monitor is not None:
                         _watch_collapse(monitor, record, run_config, cfg, warmup_steps, out, bar)

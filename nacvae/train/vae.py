@@ -358,8 +358,10 @@ def _epoch_end(cfg: VAEConfig, vae: VAE, writer, out: Path, step: int, epoch: in
         append_metrics(out, {"event": "test", "step": step, "epoch": epoch, **result})
     if cfg.image_every and (epoch % cfg.image_every == 0 or last):
         samples, recon = _pictures(vae, shown, step_seed(cfg.seed, 0, stream=_STREAM_PICTURES))
-        writer.add_images("images/prior_samples", samples, step)
-        writer.add_images("images/reconstructions", recon, step)
+        from nacvae.train.pictures import image_grid
+
+        writer.add_image("images/prior_samples", image_grid(samples), step)
+        writer.add_image("images/reconstructions", image_grid(recon), step)
 
 
 # ------------------------------------------------------------------------ evaluation

@@ -239,3 +239,13 @@ def _random_backbone_seed(seed: int) -> int:
     from nacvae.train.pretrain import step_seed
 
     return step_seed(seed, 0, stream=_STREAM_RANDOM_BACKBONE) % 2**32
+
+
+def describe_encoder_choice(cfg: VAEConfig) -> str | None:
+    """Which pretraining run ``--init nac|simclr|moco`` picks, as one line; None when the
+    encoder is random or given by ``--encoder``."""
+    if cfg.encoder is not None or cfg.init == "random":
+        return None
+    path, run = _find_encoder_checkpoint(cfg)
+    return (f"Encoder: the newest complete {cfg.init} pretraining run for {cfg.data} under {_runs_root(cfg)}: "
+            f"{run if run is not None else path}")

@@ -92,6 +92,9 @@ def test_random_baseline(run):
     assert codes["code_length"] == 128
     again = json_of(nacvae("eval", "codes", *base))
     assert again["distinct_codes"] == codes["distinct_codes"]
+    # Without --arch the random baseline takes the dataset's default, as pretraining does.
+    default = json_of(nacvae("eval", "codes", "--init", "random", "--json"))
+    assert default["arch"] == "smallconv" and default["distinct_codes"] == codes["distinct_codes"]
     assert len(read_metrics(run)) == before
 
 
@@ -123,7 +126,6 @@ def test_bad_input_fails_with_one_sentence(run, tmp_path):
         (["retrieval", "--checkpoint", checkpoint, "--arch", "vgg16_bn"], "arch 'smallconv'"),
         (["retrieval", "--run", run, "--topk", "0"], "--topk must be a positive integer"),
         (["retrieval", "--run", run, "--topk", "5000"], "gallery holds only 1627"),
-        (["codes", "--init", "random"], "--init random needs --arch"),
         (["linear", "--init", "random", "--arch", "resnet7"], "Unknown architecture 'resnet7'"),
         (["linear"], "Give --run or --checkpoint"),
         (["linear", "--run", run, "--checkpoint", checkpoint], "only one of --run and --checkpoint"),

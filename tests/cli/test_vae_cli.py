@@ -26,6 +26,9 @@ def runs(tmp_path_factory):
     result = nacvae("vae", "--init", "nac", "--arch", "smallconv", "--runs-root", root, "--out", vae_run, *VAE_TINY)
     assert result.exit_code == 0, result.output
     assert f"Run folder: {vae_run}" in result.stdout
+    # --init names the run it picked: the smallconv one, not the newer resnet18 run.
+    assert f"Encoder: the newest complete nac pretraining run for digits under {root}: {root / 'nac-smallconv'}" \
+        in result.stderr
     return root, vae_run
 
 

@@ -57,8 +57,14 @@ def test_resolve_random_baseline_is_seeded_and_checked(tmp_path):
     assert a.projector is not None and a.predictor is not None
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert encoder_summary(meta)["init"] == "random"
-    with pytest.raises(ConfigError, match="needs --arch"):
-        resolve_encoder(init="random")
+    from PIL import Image
+
+    for i in range(4):
+        Image.new("L", (8, 8), color=40 * i).save(tmp_path / f"{i}.png")
+    _, default_meta, _, _ = resolve_encoder(init="random", data=f"folder:{tmp_path}", image_size=8)
+    assert default_meta["arch"] == "resnet18"  # the dataset's default, as in pretraining
+    with pytest.raises(ConfigError, match="Unknown dataset"):
+        resolve_encoder(init="random", data="mnist")
     with pytest.raises(ConfigError, match="Unknown architecture"):
         resolve_encoder(init="random", arch="resnet7")
     with pytest.raises(ConfigError, match="Give --run or --checkpoint"):

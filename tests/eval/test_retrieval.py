@@ -216,3 +216,19 @@ def test_bad_inputs():
         mean_average_precision(q, [0.5, 1.0], g, [0.0, 1.0, 0.0])
     with pytest.raises(DataError):
         mean_average_precision(np.full((2, 4), np.nan), [0, 1], g, [0, 1, 0])
+
+
+@pytest.mark.skipif(not hamming_kernel.available(), reason="numba is not installed")
+def test_kernel_blocks_give_the_whole_result():
+    """The compiled kernel ranks queries in blocks (for the progress bar): more queries
+    than one block must give what the numpy path gives on all of them at once."""
+    g = torch.Generator().manual_seed(5)
+    nq = 2 * retrieval._KERNEL_BLOCK + 37
+    q = torch.rand(nq, 24, generator=g) > 0.5
+    gal = torch.rand(300, 24, generator=g) > 0.5
+    ql = torch.randint(0, 4, (nq,), generator=g)
+    gl = torch.randint(0, 4, (300,), generator=g)
+    for topk, count_empty in ((None, False), (7, True)):
+        kernel = mean_average_precision(q, ql, gal, gl, topk=topk, count_empty=count_empty, backend="numba")
+        numpy = mean_average_precision(q, ql, gal, gl, topk=topk, count_empty=count_empty, backend="numpy")
+        assert kernel == pytest.approx(numpy, rel=1e-12)

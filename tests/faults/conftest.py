@@ -3,6 +3,7 @@
 import errno
 import json
 import os
+import signal
 import shutil
 import subprocess
 import sys
@@ -89,7 +90,12 @@ def run_cli(*args, timeout=120, **kwargs) -> subprocess.CompletedProcess:
                           timeout=timeout, env=env, cwd=ROOT, **kwargs)
 
 
+def _default_sigint() -> None:
+    # A shell's background job inherits an ignored SIGINT, which Python (and nacvae) keeps.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def popen_cli(*args) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.Popen([sys.executable, "-m", "nacvae", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT, preexec_fn=_default_sigint)
