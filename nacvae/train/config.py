@@ -57,6 +57,9 @@ class PretrainConfig:
     image_size: int | None = None      # folders only: side the images are resized to
     log_every: int = 10
     checkpoint_every: int = 0          # steps; 0 = at the end of every epoch
+    teacher: str | None = None         # ssdh / distillhash: a pretraining run, checkpoint or backbone state dict
+    negatives: int = 4096              # insdis: noise entries per step; 0 = the exact softmax over the whole bank
+    bank_momentum: float = 0.5         # insdis: memory-bank momentum
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,8 +130,28 @@ def validate_config(cfg: PretrainConfig) -> None:
         raise ConfigError(f"--l2-weight must not be negative, got {cfg.l2_weight}.")
     if not 0.0 <= cfg.ema < 1.0:
         raise ConfigError(f"--ema must lie in [0, 1), got {cfg.ema}.")
+    _validate_baseline_options(cfg)
     if cfg.subset not in (None, "retrieval"):
         raise ConfigError(f"Unknown --subset '{cfg.subset}'; the only subset is 'retrieval'.")
+
+
+def _validate_baseline_options(cfg: PretrainConfig) -> None:
+    """The options of InsDis, SSDH and DistillHash (docs/method.md §7)."""
+    from nacvae.train.methods import TEACHER_OBJECTIVES
+
+    if cfg.objective in TEACHER_OBJECTIVES and not cfg.teacher:
+        raise ConfigError(f"--objective {cfg.objective} needs --teacher, a pretraining run or backbone state dict "
+                          f"whose features give the pair similarities.")
+    if cfg.teacher and cfg.objective not in TEACHER_OBJECTIVES:
+        raise ConfigError(f"--teacher is used only by --objective {' and '.join(TEACHER_OBJECTIVES)}, "
+                          f"not {cfg.objective}.")
+    if isinstance(cfg.negatives, bool) or not isinstance(cfg.negatives, int) or cfg.negatives < 0:
+        raise ConfigError(f"--negatives must be a non-negative integer (0 = exact softmax), got {cfg.negatives!r}.")
+    if not (isinstance(cfg.bank_momentum, (int, float)) and 0.0 <= cfg.bank_momentum < 1.0):
+        raise ConfigError(f"--bank-momentum must lie in [0, 1), got {cfg.bank_momentum!r}.")
+    if cfg.objective == "insdis" and cfg.temperature is not None and not (
+            math.isfinite(cfg.temperature) and cfg.temperature > 0):
+        raise ConfigError(f"--temperature must be a finite positive number, got {cfg.temperature}.")
 
 
 def schedule_steps(cfg: PretrainConfig, steps_per_epoch: int) -> tuple[int, int]:

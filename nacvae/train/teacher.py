@@ -1,0 +1,94 @@
+"""The fixed network whose features give SSDH and DistillHash their pseudo-similarities.
+
+``--teacher PATH`` names a nacvae pretraining run folder, a pretraining checkpoint, or a plain
+backbone state dict with torchvision's key names (what ``nacvae export`` writes, or a user's
+own ImageNet VGG-16-BN / ResNet weights of a supported architecture). Every way it can fail is
+one sentence.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nacvae.errors import CheckpointError, ConfigError
+
+
+def load_teacher(path: str | Path, image_shape: tuple[int, int, int]) -> tuple[nn.Module, dict[str, Any]]:
+    """(backbone in eval mode on the CPU, description) of the teacher at ``path`` for images
+    of ``image_shape`` (C, H, W)."""
+    from nacvae.checkpoint import FORMAT
+    from nacvae.runs import CHECKPOINT
+    from nacvae.transfer import load_encoder
+
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"--teacher {path} does not exist.")
+    if path.is_dir():
+        if not (path / CHECKPOINT).is_file():
+            raise CheckpointError(f"--teacher {path} is a folder but not a pretraining run (no {CHECKPOINT}).")
+        path = path / CHECKPOINT
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types on damaged or foreign files
+        raise CheckpointError(
+            f"--teacher {path} is not a readable checkpoint or state-dict file ({type(exc).__name__})."
+        ) from None
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        if obj.get("kind") != "pretrain":
+            raise CheckpointError(f"--teacher {path} is a {obj.get('kind')} checkpoint, not a pretraining checkpoint.")
+        have = list(obj.get("meta", {}).get("image_shape") or [])
+        if have != list(image_shape):
+            raise CheckpointError(
+                f"--teacher {path} was trained on images of shape {tuple(have)}, not the {tuple(image_shape)} of this dataset."
+            )
+        del obj
+        encoder, meta = load_encoder(path)
+        return encoder.backbone.eval(), {"teacher": str(path), "teacher_arch": meta["arch"],
+                                         "teacher_objective": meta["objective"]}
+    if not (isinstance(obj, dict) and obj and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                  for k, v in obj.items())):
+        raise CheckpointError(f"--teacher {path} is neither a nacvae checkpoint nor a plain state dict of tensors.")
+    backbone, arch = _backbone_for(obj, image_shape)
+    if backbone is None:
+        from nacvae.models.backbones import ARCHITECTURES
+
+        raise CheckpointError(
+            f"--teacher {path} does not hold the weights of a supported backbone "
+            f"({', '.join(ARCHITECTURES)}) for {image_shape[0]}-channel {image_shape[1]}x{image_shape[2]} images."
+        )
+    return backbone.eval(), {"teacher": str(path), "teacher_arch": arch, "teacher_objective": None}
+
+
+def _backbone_for(state: dict[str, torch.Tensor], image_shape) -> tuple[nn.Module | None, str | None]:
+    """The first supported architecture whose backbone loads ``state`` exactly."""
+    from nacvae.models.backbones import ARCHITECTURES, build_backbone
+
+    for arch in ARCHITECTURES:
+        try:
+            backbone, _ = build_backbone(arch, image_shape[0], image_shape[1])
+        except ConfigError:  # images too small for this architecture
+            continue
+        if set(backbone.state_dict()) != set(state):
+            continue
+        try:
+            backbone.load_state_dict(state)
+        except RuntimeError:  # same names, other shapes (another width or channel count)
+            continue
+        return backbone, arch
+    return None, None
+
+
+@torch.no_grad()
+def teacher_features(backbone: nn.Module, images: torch.Tensor, mean, std, batch_size: int = 256) -> torch.Tensor:
+    """Float32 features [N, F] of uint8 images [N, C, H, W] (normalised as for evaluation),
+    on the images' device, the backbone in eval mode."""
+    from nacvae.data import normalize
+
+    backbone = backbone.to(images.device).eval()
+    parts = [backbone(normalize(images[s:s + batch_size], mean, std)).float()
+             for s in range(0, len(images), batch_size)]
+    return torch.cat(parts)
