@@ -16,7 +16,8 @@ from nacvae.runs import default_runs_root, new_run_name
 @data_options()
 @click.option("--image-size", type=int, default=None,
               help="Side that folder images are resized to [the encoder's, else 32].")
-@click.option("--init", type=click.Choice(["random", "nac", "simclr", "moco"]), default="random", show_default=True,
+@click.option("--init", type=click.Choice(["random", "nac", "simclr", "moco", "insdis", "deepbit", "ssdh", "distillhash"]),
+              default="random", show_default=True,
               help="Encoder start: random, or the newest complete pretraining run of that objective for the "
                    "same dataset (and --arch, when given) under --runs-root.")
 @click.option("--encoder", type=click.Path(), default=None,

@@ -3,7 +3,8 @@
 ``--teacher PATH`` names a nacvae pretraining run folder, a pretraining checkpoint, or a plain
 backbone state dict with torchvision's key names (what ``nacvae export`` writes, or a user's
 own ImageNet VGG-16-BN / ResNet weights of a supported architecture). Every way it can fail is
-one sentence.
+one sentence. A torchvision ImageNet classifier's state dict (resnet18, resnet50, vgg16,
+vgg16_bn) is used without its last layer, as SSDH used VGG's fc7 features.
 """
 
 from __future__ import annotations
@@ -58,27 +59,69 @@ def load_teacher(path: str | Path, image_shape: tuple[int, int, int]) -> tuple[n
 
         raise CheckpointError(
             f"--teacher {path} does not hold the weights of a supported backbone "
-            f"({', '.join(ARCHITECTURES)}) for {image_shape[0]}-channel {image_shape[1]}x{image_shape[2]} images."
+            f"({', '.join(ARCHITECTURES)}, or torchvision's {', '.join(IMAGENET_ARCHITECTURES)}) "
+            f"that runs on {image_shape[0]}-channel {image_shape[1]}x{image_shape[2]} images."
         )
     return backbone.eval(), {"teacher": str(path), "teacher_arch": arch, "teacher_objective": None}
 
 
-def _backbone_for(state: dict[str, torch.Tensor], image_shape) -> tuple[nn.Module | None, str | None]:
-    """The first supported architecture whose backbone loads ``state`` exactly."""
+class ImageNetFeatures(nn.Module):
+    """A torchvision ImageNet classifier without its last layer: ResNets give their pooled
+    features, VGGs their fc7 activations (what SSDH used). Grey images are repeated into
+    the three channels the network expects."""
+
+    def __init__(self, net: nn.Module, in_channels: int) -> None:
+        super().__init__()
+        if hasattr(net, "fc"):
+            net.fc = nn.Identity()
+        else:
+            net.classifier = net.classifier[:5]  # fc6, ReLU, dropout, fc7, ReLU
+        self.net, self.in_channels = net, in_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.in_channels == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return self.net(x)
+
+
+IMAGENET_ARCHITECTURES = ("resnet18", "resnet50", "vgg16", "vgg16_bn")
+
+
+def _candidates(image_shape):
+    """(name, builder) of every network a plain state dict may hold: nacvae's backbones for
+    these images, then torchvision's ImageNet classifiers."""
+    import torchvision.models as tvm
+
     from nacvae.models.backbones import ARCHITECTURES, build_backbone
 
     for arch in ARCHITECTURES:
+        yield arch, lambda arch=arch: build_backbone(arch, image_shape[0], image_shape[1])[0]
+    if image_shape[0] in (1, 3):
+        for arch in IMAGENET_ARCHITECTURES:
+            yield f"torchvision {arch} (ImageNet layout)", lambda arch=arch: getattr(tvm, arch)(weights=None)
+
+
+def _backbone_for(state: dict[str, torch.Tensor], image_shape) -> tuple[nn.Module | None, str | None]:
+    """The first supported network that loads ``state`` exactly and runs on these images."""
+    for name, build in _candidates(image_shape):
         try:
-            backbone, _ = build_backbone(arch, image_shape[0], image_shape[1])
+            net = build()
         except ConfigError:  # images too small for this architecture
             continue
-        if set(backbone.state_dict()) != set(state):
+        if set(net.state_dict()) != set(state):
             continue
         try:
-            backbone.load_state_dict(state)
+            net.load_state_dict(state)
         except RuntimeError:  # same names, other shapes (another width or channel count)
             continue
-        return backbone, arch
+        if name.startswith("torchvision"):
+            net = ImageNetFeatures(net, image_shape[0])
+        try:
+            with torch.no_grad():
+                net.eval()(torch.zeros(1, *image_shape))
+        except RuntimeError:  # too many poolings for images this small
+            continue
+        return net, name
     return None, None
 
 

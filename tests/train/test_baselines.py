@@ -124,3 +124,21 @@ def test_teacher_from_a_run_an_exported_state_dict_or_nothing_usable(tmp_path, t
         load_teacher(tmp_path / "garbage.pt", shape)
     with pytest.raises(ConfigError, match="does not exist"):
         load_teacher(tmp_path / "missing.pt", shape)
+
+
+@pytest.mark.slow
+def test_teacher_from_a_torchvision_imagenet_state_dict(tmp_path):
+    import torchvision
+
+    from nacvae.train.teacher import load_teacher, teacher_features
+
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "imagenet.pt")
+    imagenet, info = load_teacher(tmp_path / "imagenet.pt", (1, 8, 8))  # grey digits into an ImageNet ResNet-18
+    assert info["teacher_arch"].startswith("torchvision resnet18")
+    images = torch.randint(0, 256, (5, 1, 8, 8), dtype=torch.uint8)
+    assert teacher_features(imagenet, images, (0.5,), (0.2,)).shape == (5, 512)
+    torch.save(torchvision.models.vgg16().state_dict(), tmp_path / "vgg16.pt")
+    _, info = load_teacher(tmp_path / "vgg16.pt", (3, 32, 32))  # fc7 features, as SSDH used
+    assert info["teacher_arch"].startswith("torchvision vgg16")
+    with pytest.raises(CheckpointError, match="supported backbone"):
+        load_teacher(tmp_path / "vgg16.pt", (1, 8, 8))  # five poolings: too many for 8x8 images
