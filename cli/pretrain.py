@@ -44,7 +44,8 @@ from nacvae.runs import default_runs_root, new_run_name
               help="SSDH / DistillHash: the fixed network whose features give the pair similarities: a pretraining "
                    "run folder, a checkpoint, or a plain backbone state dict with torchvision key names.")
 @click.option("--negatives", type=int, default=None,
-              help="InsDis: memory-bank entries drawn per step for NCE; 0 = the exact softmax over the bank [4096].")
+              help="InsDis: memory-bank entries drawn per step for NCE, or 0 for the exact softmax over the bank "
+                   "[exact up to 50,000 training images, else 4096].")
 @click.option("--bank-momentum", type=float, default=None, help="InsDis: memory-bank momentum [0.5].")
 @click.option("--image-size", type=int, default=None, help="Side that folder images are resized to [32].")
 @click.option("--seed", type=int, default=None, help="Random seed; the same seed repeats the run exactly on CPU [0].")

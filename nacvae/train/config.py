@@ -58,7 +58,7 @@ class PretrainConfig:
     log_every: int = 10
     checkpoint_every: int = 0          # steps; 0 = at the end of every epoch
     teacher: str | None = None         # ssdh / distillhash: a pretraining run, checkpoint or backbone state dict
-    negatives: int = 4096              # insdis: noise entries per step; 0 = the exact softmax over the whole bank
+    negatives: int | None = None       # insdis: NCE noise entries per step; 0 = exact softmax; None = exact up to 50,000 images, else 4096
     bank_momentum: float = 0.5         # insdis: memory-bank momentum
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -145,7 +145,8 @@ def _validate_baseline_options(cfg: PretrainConfig) -> None:
     if cfg.teacher and cfg.objective not in TEACHER_OBJECTIVES:
         raise ConfigError(f"--teacher is used only by --objective {' and '.join(TEACHER_OBJECTIVES)}, "
                           f"not {cfg.objective}.")
-    if isinstance(cfg.negatives, bool) or not isinstance(cfg.negatives, int) or cfg.negatives < 0:
+    if cfg.negatives is not None and (isinstance(cfg.negatives, bool) or not isinstance(cfg.negatives, int)
+                                      or cfg.negatives < 0):
         raise ConfigError(f"--negatives must be a non-negative integer (0 = exact softmax), got {cfg.negatives!r}.")
     if not (isinstance(cfg.bank_momentum, (int, float)) and 0.0 <= cfg.bank_momentum < 1.0):
         raise ConfigError(f"--bank-momentum must lie in [0, 1), got {cfg.bank_momentum!r}.")

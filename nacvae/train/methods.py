@@ -176,7 +176,7 @@ class MoCo(Method):
 
 def build_method(objective: str, encoder: PretrainEncoder, *, flip_prob: float, momentum_variant: bool,
                  queue_size: int, ema: float, temperature: float | None, l2_weight: float, seed: int,
-                 teacher: nn.Module | None = None, negatives: int = 4096, bank_momentum: float = 0.5) -> Method:
+                 teacher: nn.Module | None = None, negatives: int | None = None, bank_momentum: float = 0.5) -> Method:
     if objective == "nac":
         if momentum_variant:
             return NACMomentum(encoder, flip_prob, queue_size, ema, l2_weight, seed)
@@ -203,7 +203,11 @@ class InsDis(Method):
     The update of a step is applied in ``after_step``, once the loss has been differentiated.
     """
 
-    def __init__(self, encoder: PretrainEncoder, temperature: float = 0.07, negatives: int = 4096,
+    # With ``negatives=None`` a bank of at most this many images (CIFAR-10's 50,000, where the
+    # paper computed the softmax exactly) gets the exact softmax, a larger one NCE with 4096.
+    exact_up_to, default_negatives = 50_000, 4096
+
+    def __init__(self, encoder: PretrainEncoder, temperature: float = 0.07, negatives: int | None = None,
                  bank_momentum: float = 0.5, seed: int = 0) -> None:
         super().__init__()
         self.encoder = encoder
@@ -214,9 +218,13 @@ class InsDis(Method):
 
     @property
     def exact(self) -> bool:
-        return self.negatives == 0
+        return self.noise_draws == 0
 
     def attach_dataset(self, images, mean, std) -> None:
+        if self.negatives is None:
+            self.noise_draws = 0 if len(images) <= self.exact_up_to else self.default_negatives
+        else:
+            self.noise_draws = self.negatives
         g = torch.Generator().manual_seed(self.seed)
         bank = nn.functional.normalize(torch.randn(len(images), self.encoder.code_dim, generator=g), dim=1)
         self.register_buffer("memory", bank.to(images.device))
@@ -237,7 +245,7 @@ class InsDis(Method):
         if self.exact:
             loss = insdis_softmax_loss(f, self.memory, index, self.temperature)
         else:
-            noise = self.memory[sample_noise_indices(n, self.negatives, generator, self.memory.device)]
+            noise = self.memory[sample_noise_indices(n, self.noise_draws, generator, self.memory.device)]
             if float(self.normaliser) == 0.0:
                 z = nce_normaliser(f, noise, self.temperature, n).double()
                 self.normaliser.copy_(distributed.all_reduce_sum(z) / distributed.world_size())
@@ -365,7 +373,7 @@ class DistillHash(_TeacherPairs):
 
 
 def build_baseline(objective: str, encoder: PretrainEncoder, *, temperature: float | None, seed: int,
-                   teacher: nn.Module | None, negatives: int, bank_momentum: float) -> Method:
+                   teacher: nn.Module | None, negatives: int | None, bank_momentum: float) -> Method:
     if objective == "insdis":
         return InsDis(encoder, temperature or 0.07, negatives, bank_momentum, seed)
     if objective == "deepbit":

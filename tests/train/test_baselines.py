@@ -142,3 +142,19 @@ def test_teacher_from_a_torchvision_imagenet_state_dict(tmp_path):
     assert info["teacher_arch"].startswith("torchvision vgg16")
     with pytest.raises(CheckpointError, match="supported backbone"):
         load_teacher(tmp_path / "vgg16.pt", (1, 8, 8))  # five poolings: too many for 8x8 images
+
+
+def test_insdis_uses_the_exact_softmax_on_small_banks_and_nce_on_large_ones(monkeypatch):
+    from nacvae.train.methods import InsDis
+
+    images = torch.zeros(10, 3, 2, 2, dtype=torch.uint8)
+    small = InsDis(tiny_encoder())
+    small.attach_dataset(images, (0.5,) * 3, (0.25,) * 3)
+    assert small.exact
+    monkeypatch.setattr(InsDis, "exact_up_to", 9)
+    large = InsDis(tiny_encoder())
+    large.attach_dataset(images, (0.5,) * 3, (0.25,) * 3)
+    assert not large.exact and large.noise_draws == 4096
+    forced = InsDis(tiny_encoder(), negatives=3)
+    forced.attach_dataset(images, (0.5,) * 3, (0.25,) * 3)
+    assert forced.noise_draws == 3
