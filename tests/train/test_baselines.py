@@ -48,14 +48,20 @@ def test_insdis_bank_moves_the_batch_rows_only_after_the_step():
     assert torch.equal(method.memory[others], before[others])
 
 
-def test_insdis_resume_is_bit_identical_bank_included(tmp_path, monkeypatch):
+@pytest.mark.parametrize("objective,cls", [("insdis", "InsDis"), ("distillhash", "DistillHash")])
+def test_resume_is_bit_identical_bank_and_teacher_included(tmp_path, monkeypatch, objective, cls, teacher_run):
+    """InsDis's bank and Z come back from the checkpoint; DistillHash recomputes its
+    teacher's features and thresholds; either way the resumed run ends where a whole one does."""
     from nacvae.train import methods
 
-    cfg = resolve_config("digits", objective="insdis", checkpoint_every=2, negatives=256, **TINY)
+    options = dict(negatives=256) if objective == "insdis" else dict(teacher=str(teacher_run))
+    cfg = resolve_config("digits", objective=objective, checkpoint_every=2, **options, **TINY)
     whole = load_checkpoint(pretrain(cfg, tmp_path / "whole", progress=False) / CHECKPOINT)
-    assert "memory" in whole["model"] and float(whole["model"]["normaliser"]) > 0
+    if objective == "insdis":
+        assert "memory" in whole["model"] and float(whole["model"]["normaliser"]) > 0
 
-    real, calls = methods.InsDis.after_step, [0]
+    method_class = getattr(methods, cls)
+    real, calls = method_class.after_step, [0]
 
     def interrupt_at_step_3(self):
         calls[0] += 1
@@ -63,10 +69,10 @@ def test_insdis_resume_is_bit_identical_bank_included(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         real(self)
 
-    monkeypatch.setattr(methods.InsDis, "after_step", interrupt_at_step_3)
+    monkeypatch.setattr(method_class, "after_step", interrupt_at_step_3)
     with pytest.raises(KeyboardInterrupt):
         pretrain(cfg, tmp_path / "cut", progress=False)
-    monkeypatch.setattr(methods.InsDis, "after_step", real)
+    monkeypatch.setattr(method_class, "after_step", real)
     assert load_checkpoint(tmp_path / "cut" / CHECKPOINT)["step"] == 2
     pretrain(cfg, tmp_path / "cut", resume=True, progress=False)
     resumed = load_checkpoint(tmp_path / "cut" / CHECKPOINT)
