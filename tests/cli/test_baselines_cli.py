@@ -75,3 +75,10 @@ def test_a_teacher_run_drives_ssdh_and_every_command_reads_the_result(tmp_path, 
                  "--device", "cpu", "--quiet", "--out", tmp_path / "vae")
     assert vae.exit_code == 0, vae.output
     assert "ssdh" in (tmp_path / "vae" / "config.json").read_text()
+
+
+def test_reproduce_with_an_unknown_method_fails_cleanly(tmp_path):
+    result = nacvae("reproduce", "--methods", "nac,byol", "--device", "cpu", "--out", tmp_path / "study")
+    assert_clean_failure(result, "Unknown method 'byol' for --methods")
+    assert not (tmp_path / "study").exists()
+    assert "--methods" in nacvae("reproduce", "--help").stdout
