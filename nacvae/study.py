@@ -6,7 +6,9 @@ probe, Hamming retrieval and code statistics; train a VAE from each initialisati
 estimate its log-likelihood and KL. As in the paper, NAC runs at p = 0.1 for
 classification and at a larger p for retrieval: a preset with ``retrieval_flip_prob``
 adds a second NAC encoder ("nac-retrieval", same steps) that is evaluated like the others
-but gets no VAE.
+but gets no VAE. ``methods`` chooses the encoders: the paper's other baselines (InsDis,
+DeepBit, SSDH, DistillHash) are trained on request for the same steps, evaluated like the
+others and get no VAE; SSDH and DistillHash take the seed's SimCLR encoder as teacher.
 
 Each seed's rows are written to ``seed-N/rows.json`` as soon as they exist, and the
 tables are rebuilt from every seed folder after each seed. A study can therefore be
