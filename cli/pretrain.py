@@ -14,7 +14,9 @@ from nacvae.cli.options import check_resume, data_options
 @data_options()
 @click.option("--subset", type=click.Choice(["retrieval"]), default=None,
               help="Train on the retrieval protocol's unsupervised training subset (5,000 images for CIFAR-10).")
-@click.option("--objective", type=click.Choice(["nac", "simclr", "moco"]), default="nac", show_default=True)
+@click.option("--objective", type=click.Choice(["nac", "simclr", "moco", "insdis", "deepbit", "ssdh", "distillhash"]),
+              default="nac", show_default=True,
+              help="nac, simclr, moco, or one of the paper's other baselines (docs/method.md §7).")
 @click.option("--momentum/--no-momentum", default=False, show_default=True,
               help="NAC's momentum-queue variant (EMA key encoder and a queue of key codes).")
 @click.option("--arch", default=None, help="Backbone: smallconv, resnet18, resnet50, vgg16_bn [dataset default].")
@@ -32,11 +34,18 @@ from nacvae.cli.options import check_resume, data_options
               help="Linear warm-up in steps, instead of --warmup-epochs [500]; NAC needs a long one (docs/method.md).")
 @click.option("--flip-prob", type=float, default=None, help="NAC channel flip probability p, 0 < p < 0.5 [0.1].")
 @click.option("--code-dim", type=int, default=None, help="Code length D (projection output size) [128].")
-@click.option("--temperature", type=float, default=None, help="SimCLR / MoCo temperature [0.5 / 0.2].")
+@click.option("--temperature", type=float, default=None, help="SimCLR / MoCo / InsDis temperature [0.5 / 0.2 / 0.07].")
 @click.option("--queue-size", type=int, default=None, help="MoCo / NAC-momentum queue length [dataset default].")
 @click.option("--l2-weight", type=float, default=None,
               help="NAC-momentum L2 penalty on the codes (0.1 for classification, 0 for hashing) [0.1].")
 @click.option("--ema", type=float, default=None, help="Key-encoder momentum for MoCo and NAC-momentum [0.99].")
+@click.option("--teacher", default=None,
+              help="SSDH / DistillHash: the fixed network whose features give the pair similarities: a pretraining "
+                   "run folder, a checkpoint, or a plain backbone state dict with torchvision key names.")
+@click.option("--negatives", type=int, default=None,
+              help="InsDis: memory-bank entries drawn per step for NCE, or 0 for the exact softmax over the bank "
+                   "[exact up to 50,000 training images, else 4096].")
+@click.option("--bank-momentum", type=float, default=None, help="InsDis: memory-bank momentum [0.5].")
 @click.option("--image-size", type=int, default=None, help="Side that folder images are resized to [32].")
 @click.option("--seed", type=int, default=None, help="Random seed; the same seed repeats the run exactly on CPU [0].")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N; under torchrun auto, cpu or cuda [auto].")
@@ -56,7 +65,8 @@ from nacvae.cli.options import check_resume, data_options
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def pretrain(out: str | None, resume: bool, quiet: bool, compile_: bool | None, dist_timeout: float | None,
              **options) -> None:
-    """Pretrain an encoder with NAC (default), SimCLR or MoCo-v2 and write a run folder.
+    """Pretrain an encoder with NAC (default), SimCLR, MoCo-v2, InsDis, DeepBit, SSDH or
+    DistillHash and write a run folder.
 
     Runs on several GPUs or machines when started by torchrun (docs/scaling.md).
     """

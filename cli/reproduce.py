@@ -10,11 +10,16 @@ import click
 @click.command()
 @click.option("--preset", default="digits", show_default=True,
               help="Scale: digits (under 10 minutes on a CPU), fashion-mnist-cpu (about an hour of CPU time a seed), "
+                   "fashion-mnist-cpu-baselines (the same with InsDis, DeepBit, SSDH and DistillHash), "
                    "cifar10-paper (GPU).")
 @click.option("--seeds", type=int, default=1, show_default=True, help="Repeat everything with seeds 0..N-1; report mean ± std.")
 @click.option("--seed", "only_seeds", type=int, multiple=True,
               help="Run only this seed (repeatable), e.g. one seed per process in one study folder; the tables "
                    "cover every seed the folder holds.")
+@click.option("--methods", default=None,
+              help="Encoders to train and evaluate, comma-separated, from random, nac, simclr, moco, nac-retrieval, "
+                   "insdis, deepbit, ssdh, distillhash (ssdh and distillhash add simclr, their teacher) "
+                   "[the preset's: random, nac, simclr, moco, nac-retrieval].")
 @click.option("--flip-prob", type=float, default=None, help="NAC's channel flip probability [preset default].")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Where the dataset lives.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -26,11 +31,12 @@ import click
 @click.option("--json", "as_json", is_flag=True, help="Print the aggregated results as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def reproduce(preset: str, seeds: int, only_seeds: tuple[int, ...], flip_prob: float | None, data_dir: str | None, device: str, out: str | None,
-              resume: bool, as_json: bool, quiet: bool) -> None:
+              resume: bool, as_json: bool, quiet: bool, methods: str | None = None) -> None:
     """Pretrain NAC, SimCLR and MoCo-v2 for the same number of steps (and NAC again at the
     preset's retrieval p), evaluate them and a random encoder (linear probe, retrieval, code
     statistics), train a VAE from each and estimate its log-likelihood; write results.md,
-    results.json and figures/ into the study folder, rebuilt after every seed."""
+    results.json and figures/ into the study folder, rebuilt after every seed. --methods adds
+    the paper's other baselines (InsDis, DeepBit, SSDH, DistillHash; same steps, no VAE)."""
     from nacvae.runs import default_runs_root, new_run_name
     from nacvae.study import run_study
 
@@ -42,7 +48,8 @@ def reproduce(preset: str, seeds: int, only_seeds: tuple[int, ...], flip_prob: f
         out = str(default_runs_root() / new_run_name("study", preset, f"{seeds}seeds"))
     log = (lambda msg: None) if as_json else (lambda msg: click.echo(msg, err=True))
     results = run_study(preset, out, seeds=seeds, data_dir=data_dir, device=device, progress=not quiet, log=log,
-                        flip_prob=flip_prob, resume=resume, only_seeds=list(only_seeds) or None)
+                        flip_prob=flip_prob, resume=resume, only_seeds=list(only_seeds) or None,
+                        methods=None if methods is None else [m.strip() for m in methods.split(",") if m.strip()])
     if as_json:
         click.echo(json.dumps({k: v for k, v in results.items() if k != "rows"}, indent=2))
     else:

@@ -15,7 +15,8 @@ from nacvae.cli.options import check_resume, data_options
 @data_options()
 @click.option("--image-size", type=int, default=None,
               help="Side that folder images are resized to [the encoder's, else 32].")
-@click.option("--init", type=click.Choice(["random", "nac", "simclr", "moco"]), default="random", show_default=True,
+@click.option("--init", type=click.Choice(["random", "nac", "simclr", "moco", "insdis", "deepbit", "ssdh", "distillhash"]),
+              default="random", show_default=True,
               help="Encoder start: random, or the newest complete pretraining run of that objective for the "
                    "same dataset (and --arch, when given) under --runs-root.")
 @click.option("--encoder", type=click.Path(), default=None,

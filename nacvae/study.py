@@ -6,7 +6,9 @@ probe, Hamming retrieval and code statistics; train a VAE from each initialisati
 estimate its log-likelihood and KL. As in the paper, NAC runs at p = 0.1 for
 classification and at a larger p for retrieval: a preset with ``retrieval_flip_prob``
 adds a second NAC encoder ("nac-retrieval", same steps) that is evaluated like the others
-but gets no VAE.
+but gets no VAE. ``methods`` chooses the encoders: the paper's other baselines (InsDis,
+DeepBit, SSDH, DistillHash) are trained on request for the same steps, evaluated like the
+others and get no VAE; SSDH and DistillHash take the seed's SimCLR encoder as teacher.
 
 Each seed's rows are written to ``seed-N/rows.json`` as soon as they exist, and the
 tables are rebuilt from every seed folder after each seed. A study can therefore be
@@ -21,7 +23,7 @@ import json
 import shutil
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,7 +34,11 @@ from nacvae.runs import CHECKPOINT, CONFIG, check_run_dir, create_run_dir, read_
 OBJECTIVES = ("nac", "simclr", "moco")
 INITS = ("random",) + OBJECTIVES
 RETRIEVAL_NAC = "nac-retrieval"  # NAC at the preset's retrieval p; evaluated, no VAE
-ALL_INITS = INITS + (RETRIEVAL_NAC,)
+# The paper's other baselines; evaluated, no VAE. SSDH and DistillHash take their pair
+# similarities from the same seed's SimCLR encoder, which is trained for them if not asked for.
+BASELINES = ("insdis", "deepbit", "ssdh", "distillhash")
+TEACHER_INIT = "simclr"
+ALL_INITS = INITS + (RETRIEVAL_NAC,) + BASELINES
 
 
 @dataclass
@@ -48,6 +54,7 @@ class Preset:
     vae: dict[str, Any] = field(default_factory=dict)
     loglik_samples: int = 1000
     loglik_images: int | None = None
+    methods: tuple[str, ...] | None = None  # encoders of the study; None = random, nac, simclr, moco (+ nac-retrieval)
 
 
 PRESETS: dict[str, Preset] = {
@@ -91,6 +98,37 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+# Fashion-MNIST at the CPU scale with the paper's other baselines beside NAC, SimCLR and
+# MoCo-v2, every encoder pretrained for the same 1,400 steps (docs/results.md).
+PRESETS["fashion-mnist-cpu-baselines"] = replace(
+    PRESETS["fashion-mnist-cpu"],
+    description="Fashion-MNIST (28x28), small conv net pretrained 1,400 steps on 5,000 images, with InsDis, DeepBit, "
+                "SSDH and DistillHash (teacher: the seed's SimCLR encoder), VAEs 1 epoch",
+    methods=INITS + (RETRIEVAL_NAC,) + BASELINES,
+)
+
+
+def default_methods(preset: Preset) -> tuple[str, ...]:
+    """The encoders a preset trains and evaluates unless --methods says otherwise."""
+    if preset.methods is not None:
+        return preset.methods
+    return INITS + ((RETRIEVAL_NAC,) if preset.retrieval_flip_prob is not None else ())
+
+
+def resolve_methods(preset: Preset, methods: list[str] | tuple[str, ...] | None) -> list[str]:
+    """The study's encoders in table order, with the teacher SSDH and DistillHash need."""
+    chosen = list(default_methods(preset) if methods is None else methods)
+    unknown = [m for m in chosen if m not in ALL_INITS]
+    if unknown or not chosen:
+        raise ConfigError(f"Unknown method '{unknown[0] if unknown else ''}' for --methods; choose from "
+                          f"{', '.join(ALL_INITS)}.")
+    if RETRIEVAL_NAC in chosen and preset.retrieval_flip_prob is None:
+        raise ConfigError(f"This preset has no retrieval flip probability, so it cannot train {RETRIEVAL_NAC}.")
+    if any(m in ("ssdh", "distillhash") for m in chosen) and TEACHER_INIT not in chosen:
+        chosen.append(TEACHER_INIT)
+    return [i for i in ALL_INITS if i in chosen]
+
+
 def _summary(values: list[float]) -> dict[str, float]:
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -114,12 +152,13 @@ COLUMNS = [
 def run_study(preset: str | Preset, out: str | Path, seeds: int = 1, data_dir: str | None = None,
               device: str = "auto", progress: bool = True, log: Callable[[str], None] = print,
               flip_prob: float | None = None, resume: bool = False,
-              only_seeds: list[int] | None = None) -> dict[str, Any]:
+              only_seeds: list[int] | None = None, methods: list[str] | None = None) -> dict[str, Any]:
     """Run the chain for seeds 0..``seeds``-1 (or just ``only_seeds``) into ``out``;
     returns the results aggregated over every seed the folder holds.
 
     With ``resume`` an existing study folder is continued: rows already written are kept,
     stages already complete are reused and interrupted runs continue from their checkpoints.
+    ``methods`` chooses the encoders (``ALL_INITS`` names; the preset's set by default).
     """
     from nacvae.train.config import resolve_device
 
@@ -134,6 +173,7 @@ def run_study(preset: str | Preset, out: str | Path, seeds: int = 1, data_dir: s
     todo = list(range(seeds)) if only_seeds is None else sorted(set(only_seeds))
     if any(s < 0 for s in todo) or not todo:
         raise ConfigError(f"Seeds must be non-negative integers, got {only_seeds}.")
+    wanted = resolve_methods(preset, methods)
     out = Path(out)
     # Option values are checked before anything is written.
     from nacvae.train.config import resolve_config
@@ -151,6 +191,10 @@ def run_study(preset: str | Preset, out: str | Path, seeds: int = 1, data_dir: s
                   linear_protocol=preset.linear.get("protocol", "fast"), loglik_samples=preset.loglik_samples,
                   retrieval_empty_queries="excluded", retrieval_ties="gallery-index",
                   pretrain=dict(pretrain_overrides, data_dir=None), retrieval_flip_prob=preset.retrieval_flip_prob)
+    if wanted != resolve_methods(preset, None):  # studies of the default set keep their earlier study.json
+        header["methods"] = wanted
+    if any(m in wanted for m in ("ssdh", "distillhash")):
+        header["teacher"] = f"the same seed's {TEACHER_INIT} encoder"
 
     # What the study is, written once: a resumed study must be the same study.
     plan = json.loads(json.dumps(header))  # JSON-normalised, so that it compares equal to what is read back
@@ -165,7 +209,6 @@ def run_study(preset: str | Preset, out: str | Path, seeds: int = 1, data_dir: s
         rows_file = out / f"seed-{seed}" / "rows.json"
         rows = json.loads(rows_file.read_text()) if rows_file.is_file() else []
         done = {r["init"] for r in rows}
-        wanted = [i for i in ALL_INITS if i != RETRIEVAL_NAC or preset.retrieval_flip_prob is not None]
         if all(i in done for i in wanted):
             continue
 
@@ -246,6 +289,8 @@ def _run_seed(preset: Preset, seed: int, seed_dir: Path, pretrain_overrides: dic
         overrides = dict(pretrain_overrides)
         if init == RETRIEVAL_NAC:
             overrides["flip_prob"] = preset.retrieval_flip_prob
+        if init in ("ssdh", "distillhash"):
+            overrides["teacher"] = str(runs[TEACHER_INIT])  # trained earlier: simclr precedes them
         run = seed_dir / f"pretrain-{init}"
         runs[init] = run
         if init in done:
@@ -281,7 +326,7 @@ def _run_seed(preset: Preset, seed: int, seed_dir: Path, pretrain_overrides: dic
         }
         for key, _, _, _ in COLUMNS:
             row.setdefault(key, None)
-        if init != RETRIEVAL_NAC:
+        if init in INITS:  # the new baselines and the retrieval NAC get no VAE
             vae_run = seed_dir / f"vae-{init}"
             state = _stage(vae_run, log, f"[seed {seed}] VAE from {init}")
             if state is not None:
@@ -363,7 +408,8 @@ def write_figures(results: dict[str, Any], rows: list[dict[str, Any]], out: Path
     inits = [i for i in ALL_INITS if i in table]  # a fixed order, whatever order JSON gave
     fig, axes = plt.subplots(3, 3, figsize=(16, 10))
     colours = {"random": "#777777", "nac": "#d62728", "simclr": "#1f77b4", "moco": "#2ca02c",
-               RETRIEVAL_NAC: "#ff7f0e"}
+               RETRIEVAL_NAC: "#ff7f0e", "insdis": "#9467bd", "deepbit": "#8c564b", "ssdh": "#e377c2",
+               "distillhash": "#17becf"}
     for ax, (key, header, _, _) in zip(axes.flat, COLUMNS):
         scale = 100.0 if "(%)" in header else 1.0
         # Points with error bars, not bars: several measures are negative or far from 0.

@@ -5,7 +5,9 @@ import json
 import pytest
 
 from nacvae.errors import ConfigError
-from nacvae.study import ALL_INITS, INITS, RETRIEVAL_NAC, Preset, aggregate, markdown_table, run_study
+from nacvae.study import (
+    ALL_INITS, BASELINES, INITS, PRESETS, RETRIEVAL_NAC, Preset, aggregate, markdown_table, resolve_methods, run_study,
+)
 
 TOY = Preset(
     data="digits", arch="smallconv", description="toy",
@@ -19,8 +21,9 @@ TOY = Preset(
 
 def test_toy_study_writes_tables_and_figures(tmp_path):
     results = run_study(TOY, tmp_path / "study", seeds=1, device="cpu", progress=False, log=lambda m: None)
-    assert set(results["table"]) == set(ALL_INITS)
-    for init in ALL_INITS:
+    default_set = [i for i in ALL_INITS if i not in BASELINES]  # the new baselines only on request
+    assert set(results["table"]) == set(default_set)
+    for init in default_set:
         row = results["table"][init]
         assert 0.0 <= row["linear_test_accuracy"]["mean"] <= 1.0
         assert 0.0 <= row["retrieval_map"]["mean"] <= 1.0
@@ -109,3 +112,29 @@ def test_figure_plots_percent_columns_in_percent(tmp_path, monkeypatch):
     write_figures({"table": table, "description": "toy"}, [], tmp_path)
     expected = [(25.0, 50.0) if "(%)" in header else (0.25, 0.5) for _, header, *_ in COLUMNS]
     assert plotted == expected[: len(plotted)] and len(plotted) == min(9, len(COLUMNS))
+
+
+def test_methods_choose_the_encoders_and_bring_the_teacher(tmp_path):
+    out = tmp_path / "study"
+    results = run_study(TOY, out, seeds=1, device="cpu", progress=False, log=lambda m: None,
+                        methods=["deepbit", "ssdh"])
+    assert set(results["table"]) == {"simclr", "deepbit", "ssdh"}  # SimCLR is SSDH's teacher
+    assert "vae_loglik_nats" in results["table"]["simclr"]
+    assert all("vae_loglik_nats" not in results["table"][m] for m in ("deepbit", "ssdh"))
+    ssdh = json.loads((out / "seed-0" / "pretrain-ssdh" / "config.json").read_text())["pretrain"]
+    assert ssdh["teacher"] == str(out / "seed-0" / "pretrain-simclr") and ssdh["steps"] == 4
+    plan = json.loads((out / "study.json").read_text())
+    assert plan["methods"] == ["simclr", "deepbit", "ssdh"] and "simclr" in plan["teacher"]
+    assert "| ssdh |" in (out / "results.md").read_text()
+    with pytest.raises(ConfigError, match="other settings"):  # a resumed study keeps its encoders
+        run_study(TOY, out, seeds=1, device="cpu", progress=False, log=lambda m: None, resume=True, methods=["nac"])
+
+
+def test_method_sets_of_the_presets():
+    assert resolve_methods(PRESETS["digits"], None) == ["random", "nac", "simclr", "moco", RETRIEVAL_NAC]
+    assert resolve_methods(PRESETS["fashion-mnist-cpu-baselines"], None) == list(ALL_INITS)
+    assert PRESETS["fashion-mnist-cpu-baselines"].pretrain == PRESETS["fashion-mnist-cpu"].pretrain
+    with pytest.raises(ConfigError, match="Unknown method 'byol'"):
+        resolve_methods(PRESETS["digits"], ["nac", "byol"])
+    with pytest.raises(ConfigError, match="no retrieval flip probability"):
+        resolve_methods(Preset(data="digits", arch="smallconv", description="x"), [RETRIEVAL_NAC])

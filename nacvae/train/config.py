@@ -57,6 +57,9 @@ class PretrainConfig:
     image_size: int | None = None      # folders only: side the images are resized to
     log_every: int = 10
     checkpoint_every: int = 0          # steps; 0 = at the end of every epoch
+    teacher: str | None = None         # ssdh / distillhash: a pretraining run, checkpoint or backbone state dict
+    negatives: int | None = None       # insdis: NCE noise entries per step; 0 = exact softmax; None = exact up to 50,000 images, else 4096
+    bank_momentum: float = 0.5         # insdis: memory-bank momentum
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -161,6 +164,7 @@ def validate_config(cfg: PretrainConfig) -> None:
         raise ConfigError(f"--seed must be at most {MAX_SEED}, got {cfg.seed}.")
     check_int("log-every", cfg.log_every, 1)
     check_int("checkpoint-every", cfg.checkpoint_every, 0)
+    _validate_baseline_options(cfg)
     if cfg.subset not in (None, "retrieval"):
         raise ConfigError(f"Unknown --subset '{cfg.subset}'; the only subset is 'retrieval'.")
     for name in ("momentum", "download", "compile", "sync_bn"):
@@ -197,6 +201,23 @@ def check_resume_options(run, saved: dict[str, Any], given: dict[str, Any]) -> N
             raise ConfigError(
                 f"--resume continues {run} with the settings it was started with ({saved_flag} {saved[shown]!r}), "
                 f"so {flag} {value!r} cannot be given with it; start a new run with another --out instead.")
+
+
+def _validate_baseline_options(cfg: PretrainConfig) -> None:
+    """The options of InsDis, SSDH and DistillHash (docs/method.md §7)."""
+    from nacvae.train.methods import TEACHER_OBJECTIVES
+
+    if cfg.objective in TEACHER_OBJECTIVES and not cfg.teacher:
+        raise ConfigError(f"--objective {cfg.objective} needs --teacher, a pretraining run or backbone state dict "
+                          f"whose features give the pair similarities.")
+    if cfg.teacher and cfg.objective not in TEACHER_OBJECTIVES:
+        raise ConfigError(f"--teacher is used only by --objective {' and '.join(TEACHER_OBJECTIVES)}, "
+                          f"not {cfg.objective}.")
+    if cfg.negatives is not None and (isinstance(cfg.negatives, bool) or not isinstance(cfg.negatives, int)
+                                      or cfg.negatives < 0):
+        raise ConfigError(f"--negatives must be a non-negative integer (0 = exact softmax), got {cfg.negatives!r}.")
+    if not (isinstance(cfg.bank_momentum, (int, float)) and 0.0 <= cfg.bank_momentum < 1.0):
+        raise ConfigError(f"--bank-momentum must lie in [0, 1), got {cfg.bank_momentum!r}.")
 
 
 def schedule_steps(cfg: PretrainConfig, steps_per_epoch: int) -> tuple[int, int]:

@@ -18,6 +18,10 @@ from nacvae.objectives import (
 from nacvae.objectives.nac import Gather, channel_beta
 
 OBJECTIVES = ("nac", "simclr", "moco")
+# The paper's other baselines: InsDis (classification), DeepBit, SSDH, DistillHash (hashing).
+BASELINE_OBJECTIVES = ("insdis", "deepbit", "ssdh", "distillhash")
+TEACHER_OBJECTIVES = ("ssdh", "distillhash")  # need --teacher
+OBJECTIVES = OBJECTIVES + BASELINE_OBJECTIVES
 
 
 class Method(nn.Module):
@@ -40,6 +44,13 @@ class Method(nn.Module):
 
     def after_step(self) -> None:
         pass
+
+    def attach_dataset(self, images: torch.Tensor, mean, std) -> None:
+        """Called once with the training images (uint8, on the device) before any resume, for
+        methods whose state depends on them (a memory bank, teacher features)."""
+
+    def begin_step(self, indices: torch.Tensor) -> None:
+        """Called before ``loss`` with the dataset rows of this process's batch."""
 
     def num_negatives(self, global_batch: int) -> int | None:
         """For NAC: how many codes the negative term sums over, so that the loss of the
@@ -164,7 +175,8 @@ class MoCo(Method):
 
 
 def build_method(objective: str, encoder: PretrainEncoder, *, flip_prob: float, momentum_variant: bool,
-                 queue_size: int, ema: float, temperature: float | None, l2_weight: float, seed: int) -> Method:
+                 queue_size: int, ema: float, temperature: float | None, l2_weight: float, seed: int,
+                 teacher: nn.Module | None = None, negatives: int | None = None, bank_momentum: float = 0.5) -> Method:
     if objective == "nac":
         if momentum_variant:
             return NACMomentum(encoder, flip_prob, queue_size, ema, l2_weight, seed)
@@ -173,7 +185,204 @@ def build_method(objective: str, encoder: PretrainEncoder, *, flip_prob: float, 
         return SimCLR(encoder, temperature or 0.5)
     if objective == "moco":
         return MoCo(encoder, queue_size, ema, temperature or 0.2, seed)
+    if objective in BASELINE_OBJECTIVES:
+        return build_baseline(objective, encoder, temperature=temperature, seed=seed, teacher=teacher,
+                              negatives=negatives, bank_momentum=bank_momentum)
     raise ConfigError(f"Unknown objective '{objective}'; choose one of {', '.join(OBJECTIVES)}.")
+
+
+# ------------------------------------------------------------ the paper's other baselines
+
+
+class InsDis(Method):
+    """Instance discrimination: a memory bank of one unit embedding per training image.
+
+    Both views of an image are draws of its instance. The bank (and the NCE normaliser Z,
+    estimated on the first step) are buffers, so they are part of the checkpoint; under
+    torchrun every process applies every process's updates, so the banks stay identical.
+    The update of a step is applied in ``after_step``, once the loss has been differentiated.
+    """
+
+    # With ``negatives=None`` a bank of at most this many images (CIFAR-10's 50,000, where the
+    # paper computed the softmax exactly) gets the exact softmax, a larger one NCE with 4096.
+    exact_up_to, default_negatives = 50_000, 4096
+
+    def __init__(self, encoder: PretrainEncoder, temperature: float = 0.07, negatives: int | None = None,
+                 bank_momentum: float = 0.5, seed: int = 0) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.temperature, self.negatives, self.bank_momentum, self.seed = temperature, negatives, bank_momentum, seed
+        self.register_buffer("normaliser", torch.zeros((), dtype=torch.float64))  # Z; 0 = not yet estimated
+        self._indices: torch.Tensor | None = None
+        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def exact(self) -> bool:
+        return self.noise_draws == 0
+
+    def attach_dataset(self, images, mean, std) -> None:
+        if self.negatives is None:
+            self.noise_draws = 0 if len(images) <= self.exact_up_to else self.default_negatives
+        else:
+            self.noise_draws = self.negatives
+        g = torch.Generator().manual_seed(self.seed)
+        bank = nn.functional.normalize(torch.randn(len(images), self.encoder.code_dim, generator=g), dim=1)
+        self.register_buffer("memory", bank.to(images.device))
+
+    def begin_step(self, indices: torch.Tensor) -> None:
+        self._indices = indices
+
+    def loss(self, x1, x2, generator):
+        from nacvae.objectives import insdis_nce_loss, insdis_softmax_loss, nce_normaliser, sample_noise_indices
+
+        if self._indices is None:
+            raise RuntimeError("InsDis needs begin_step(indices) before each loss")
+        _, (a1, a2), _ = self._encode_pair(x1, x2, self.query_encoder)
+        f1, f2 = nn.functional.normalize(a1, dim=1), nn.functional.normalize(a2, dim=1)
+        f = torch.cat([f1, f2], dim=0)
+        index = torch.cat([self._indices, self._indices]).to(self.memory.device)
+        n = self.memory.shape[0]
+        if self.exact:
+            loss = insdis_softmax_loss(f, self.memory, index, self.temperature)
+        else:
+            noise = self.memory[sample_noise_indices(n, self.noise_draws, generator, self.memory.device)]
+            if float(self.normaliser) == 0.0:
+                z = nce_normaliser(f, noise, self.temperature, n).double()
+                self.normaliser.copy_(distributed.all_reduce_sum(z) / distributed.world_size())
+            loss = insdis_nce_loss(f, self.memory[index], noise, self.temperature, n, self.normaliser.to(f.dtype))
+        # Every process's rows and embeddings, for an identical bank update everywhere.
+        rows = self._all_keys(self._indices.to(self.memory.device))
+        new = self._all_keys(0.5 * (f1 + f2).detach())
+        self._pending = (rows, new)
+        return loss, a1
+
+    def after_step(self) -> None:
+        from nacvae.objectives import memory_update
+
+        if self._pending is not None:
+            memory_update(self.memory, *self._pending, self.bank_momentum)
+            self._pending = None
+
+
+class DeepBit(Method):
+    """DeepBit: bit probabilities sigmoid(a) of view 1 and of its rotations by ``angles``."""
+
+    def __init__(self, encoder: PretrainEncoder, angles: tuple[float, ...] = (-10.0, 10.0),
+                 rotation_weights: tuple[float, ...] = (1.0, 1.0), weights: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.angles, self.rotation_weights, self.weights = angles, rotation_weights, weights
+
+    def loss(self, x1, x2, generator):
+        from nacvae.objectives import deepbit_loss, rotate_images
+
+        rotated = torch.cat([rotate_images(x1, angle) for angle in self.angles], dim=0)
+        _, (a, a_rot), _ = self._encode_pair(x1, rotated, self.query_encoder)
+        p = torch.sigmoid(a)
+        p_rot = torch.sigmoid(a_rot).chunk(len(self.angles), dim=0)
+        alpha, beta, gamma = self.weights
+        return deepbit_loss(p, p_rot, self.rotation_weights, alpha, beta, gamma), a
+
+
+class _TeacherPairs(Method):
+    """Shared by SSDH and DistillHash: pair labels from a fixed teacher's features.
+
+    The teacher's features of every training image and the two distance thresholds are
+    computed once (``attach_dataset``; on rank 0 and broadcast under torchrun) and kept out of
+    the checkpoint: a resumed run recomputes them from the same teacher. Both views of each
+    image are coded; the two views of an image are a pair at distance 0.
+    """
+
+    max_threshold_images = 4000  # pairs of at most this many images estimate the thresholds
+
+    def __init__(self, encoder: PretrainEncoder, teacher: nn.Module, seed: int = 0) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.__dict__["teacher"] = teacher  # not a submodule: not trained, not checkpointed
+        self.seed = seed
+        self.thresholds: tuple[float, float] | None = None
+        self._indices: torch.Tensor | None = None
+
+    def attach_dataset(self, images, mean, std) -> None:
+        from nacvae.objectives import pair_distances
+        from nacvae.train.teacher import teacher_features
+
+        features = nn.functional.normalize(teacher_features(self.teacher, images, mean, std), dim=1)
+        g = torch.Generator().manual_seed(self.seed)
+        d = pair_distances(features, self.max_threshold_images, g)
+        limits = torch.tensor(self.fit_thresholds(d), dtype=torch.float64, device=features.device)
+        if distributed.is_distributed():
+            torch.distributed.broadcast(features, 0)
+            torch.distributed.broadcast(limits, 0)
+        self.register_buffer("teacher_features", features, persistent=False)
+        self.thresholds = (float(limits[0]), float(limits[1]))
+
+    def fit_thresholds(self, distances: torch.Tensor) -> tuple[float, float]:
+        raise NotImplementedError
+
+    def begin_step(self, indices: torch.Tensor) -> None:
+        self._indices = indices
+
+    def _pairs(self, x1, x2):
+        from nacvae.objectives import cosine_distances
+
+        if self._indices is None or self.thresholds is None:
+            raise RuntimeError(f"{type(self).__name__} needs attach_dataset() and begin_step(indices)")
+        _, (a1, a2), _ = self._encode_pair(x1, x2, self.query_encoder)
+        h = torch.tanh(torch.cat([a1, a2], dim=0))
+        feats = self.teacher_features[self._indices.to(self.teacher_features.device)]
+        d = cosine_distances(feats)
+        d = torch.cat([torch.cat([d, d], dim=1)] * 2, dim=0).to(h.dtype)  # the same image in either view
+        return h, d, a1
+
+
+class SSDH(_TeacherPairs):
+    def __init__(self, encoder: PretrainEncoder, teacher: nn.Module, alpha: float = 2.0, beta: float = 0.0,
+                 seed: int = 0) -> None:
+        super().__init__(encoder, teacher, seed)
+        self.alpha, self.beta = alpha, beta
+
+    def fit_thresholds(self, distances):
+        from nacvae.objectives import fit_half_gaussians
+
+        return fit_half_gaussians(distances).thresholds(self.alpha, self.beta)
+
+    def loss(self, x1, x2, generator):
+        from nacvae.objectives import pseudo_similarity, ssdh_loss
+
+        h, d, a1 = self._pairs(x1, x2)
+        return ssdh_loss(h, pseudo_similarity(d, *self.thresholds)), a1
+
+
+class DistillHash(_TeacherPairs):
+    def __init__(self, encoder: PretrainEncoder, teacher: nn.Module, similar_fraction: float = 0.05,
+                 dissimilar_fraction: float = 0.5, seed: int = 0) -> None:
+        super().__init__(encoder, teacher, seed)
+        self.similar_fraction, self.dissimilar_fraction = similar_fraction, dissimilar_fraction
+
+    def fit_thresholds(self, distances):
+        from nacvae.objectives import distill_thresholds
+
+        return distill_thresholds(distances, self.similar_fraction, self.dissimilar_fraction)
+
+    def loss(self, x1, x2, generator):
+        from nacvae.objectives import distilled_pairs, distillhash_loss
+
+        h, d, a1 = self._pairs(x1, x2)
+        return distillhash_loss(h, *distilled_pairs(d, *self.thresholds)), a1
+
+
+def build_baseline(objective: str, encoder: PretrainEncoder, *, temperature: float | None, seed: int,
+                   teacher: nn.Module | None, negatives: int | None, bank_momentum: float) -> Method:
+    if objective == "insdis":
+        return InsDis(encoder, temperature or 0.07, negatives, bank_momentum, seed)
+    if objective == "deepbit":
+        return DeepBit(encoder)
+    if teacher is None:
+        raise ConfigError(f"--objective {objective} needs --teacher, a pretraining run or backbone state dict.")
+    if objective == "ssdh":
+        return SSDH(encoder, teacher, seed=seed)
+    return DistillHash(encoder, teacher, seed=seed)
 
 
 def prepare_method(method: Method, device: torch.device, *, amp: bool, compile: bool = False,

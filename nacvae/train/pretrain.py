@@ -83,9 +83,15 @@ def build_encoder(cfg: PretrainConfig, image_shape: tuple[int, int, int]) -> Pre
 def build_pretrain_method(cfg: PretrainConfig, image_shape: tuple[int, int, int]) -> Method:
     torch.manual_seed(cfg.seed)
     encoder = build_encoder(cfg, image_shape)
+    teacher = None
+    if cfg.teacher is not None:
+        from nacvae.train.teacher import load_teacher
+
+        teacher, _ = load_teacher(cfg.teacher, image_shape)
     return build_method(cfg.objective, encoder, flip_prob=cfg.flip_prob, momentum_variant=cfg.momentum,
                         queue_size=cfg.queue_size, ema=cfg.ema, temperature=cfg.temperature,
-                        l2_weight=cfg.l2_weight, seed=cfg.seed)
+                        l2_weight=cfg.l2_weight, seed=cfg.seed, teacher=teacher, negatives=cfg.negatives,
+                        bank_momentum=cfg.bank_momentum)
 
 
 def input_description(image_shape, mean, std) -> dict[str, Any]:
@@ -145,7 +151,8 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, progres
 def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device: torch.device, per_rank: int) -> Path:
     rank, world, main = distributed.rank(), distributed.world_size(), distributed.is_main()
     data = distributed.agree(lambda: load_pretrain_data(cfg, device), main_first=True)
-    method = build_pretrain_method(cfg, data.image_shape).to(device)
+    method = distributed.agree(lambda: build_pretrain_method(cfg, data.image_shape)).to(device)
+    method.attach_dataset(data.images, data.mean, data.std)  # before resuming: a memory bank is in the checkpoint
 
     n = len(data.images)
     steps_per_epoch = n // cfg.batch_size  # the last incomplete batch is dropped
@@ -229,6 +236,7 @@ def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device:
             idx = epoch_perm[1][first:first + per_rank]
             gen = torch.Generator(device=device).manual_seed(step_seed(cfg.seed, step, rank=rank))
             x1, x2 = _two_views(data.images[idx], data, gen)
+            method.begin_step(idx)
             loss, a1 = train_step(method, optimizer, x1, x2, gen)
             scheduler.step()
             loss_sum += loss

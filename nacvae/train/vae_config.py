@@ -20,6 +20,7 @@ from nacvae.models.vae import LIKELIHOODS
 from nacvae.runs import CHECKPOINT, default_runs_root, find_latest_run, iter_runs, run_checkpoint
 
 INITS = ("random", "nac", "simclr", "moco")
+INITS = INITS + ("insdis", "deepbit", "ssdh", "distillhash")  # the paper's other baselines
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
 BINARIZE = ("threshold", "stochastic")
 
@@ -42,7 +43,7 @@ class VAEConfig:
     data_dir: str | None = None
     download: bool = True
     image_size: int | None = None      # folders: side images are resized to [the encoder's, else 32]
-    init: str = "random"               # random | nac | simclr | moco
+    init: str = "random"               # random | nac | simclr | moco | insdis | deepbit | ssdh | distillhash
     encoder: str | None = None         # a pretraining checkpoint or run folder; overrides init
     runs_root: str | None = None       # where --init looks for pretraining runs [$NACVAE_RUNS or ./runs]
     arch: str | None = None            # [the encoder's; the dataset's default for random]

@@ -97,7 +97,39 @@ def equivalence_results(device) -> dict:
     moco = prepare_method(MoCo(tiny_encoder(False), queue_size=32).double(), device, amp=False)
     moco.loss(x1, x2, None)
     results["moco_queue"] = moco.queue.keys.clone(), int(moco.queue.ptr)
+
+    insdis = prepare_method(insdis_method(), device, amp=False)
+    half = slice(rank * len(INSDIS_ROWS) // WORLD, (rank + 1) * len(INSDIS_ROWS) // WORLD)
+    y1, y2 = insdis_batch()
+    loss = insdis_step(insdis, y1[half], y2[half], INSDIS_ROWS[half])
+    results["insdis"] = distributed.all_reduce_sum(loss) / WORLD, insdis.memory.clone()
     return results
+
+
+# InsDis: dataset rows of a global batch of 4, split evenly between the ranks.
+INSDIS_ROWS = torch.tensor([7, 2, 5, 1])
+
+
+def insdis_method():
+    from nacvae.train.methods import InsDis
+
+    method = InsDis(tiny_encoder(False), negatives=0, seed=3)
+    method.attach_dataset(torch.zeros(10, 3, 2, 2, dtype=torch.uint8), (0.5,) * 3, (0.25,) * 3)
+    method.memory = method.memory.double()
+    return method
+
+
+def insdis_batch():
+    g = torch.Generator().manual_seed(11)
+    return tuple(torch.randn(len(INSDIS_ROWS), 3, 2, 2, generator=g, dtype=torch.float64) for _ in range(2))
+
+
+def insdis_step(method, x1, x2, rows):
+    method.begin_step(rows)
+    loss, _ = method.loss(x1, x2, torch.Generator().manual_seed(0))
+    loss.backward()
+    method.after_step()
+    return loss.detach()
 
 
 OPTIONS = ["--epochs", "2", "--batch-size", "512", "--code-dim", "16", "--momentum", "--queue-size", "64",
@@ -250,3 +282,15 @@ def test_world_size_that_does_not_divide_the_batch_fails_in_one_sentence(tmp_pat
     no_out = launch("0", "2", "--batch-size", "128")
     assert no_out.exit_code == 2 and "pass --out" in no_out.stderr
     assert not out.exists()
+
+
+def test_insdis_banks_stay_identical_and_equal_to_one_process_on_the_whole_batch(job):
+    ranks = [torch.load(job / f"equivalence-{r}.pt")["insdis"] for r in range(WORLD)]
+    single = insdis_method()
+    before = single.memory.clone()
+    loss = insdis_step(single, *insdis_batch(), INSDIS_ROWS)
+    assert not torch.equal(single.memory, before)
+    for got_loss, got_bank in ranks:
+        assert torch.equal(got_bank, ranks[0][1])  # every process holds the same bank
+        assert torch.allclose(got_bank, single.memory, atol=1e-12)
+        assert torch.allclose(got_loss, loss, rtol=1e-10)
