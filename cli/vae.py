@@ -45,6 +45,11 @@ from nacvae.runs import default_runs_root, new_run_name
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--eval-samples", type=int, default=0, show_default=True,
               help="If > 0, estimate the test log-likelihood with this many importance samples at the end.")
+@click.option("--curve-points", type=int, default=None,
+              help="Convergence-curve points (test ELBO and log p(x)) at fixed fractions of training; 0: none [10].")
+@click.option("--curve-samples", type=int, default=None,
+              help="Importance samples of each curve point's log p(x); 0: the ELBO only [10].")
+@click.option("--curve-images", type=int, default=None, help="Test images evaluated at each curve point [1000].")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run folder to create (default: a new folder under $NACVAE_RUNS or ./runs).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out with its saved configuration.")

@@ -63,6 +63,9 @@ class VAEConfig:
     test_every: int = 1                # epochs between test-set ELBO records; 0 = never
     image_every: int = 1               # epochs between TensorBoard pictures; 0 = never
     eval_samples: int = 0              # > 0: importance-weighted log-likelihood on the test split at the end
+    curve_points: int = 10             # convergence-curve points at fixed fractions of training; 0 = none
+    curve_samples: int = 10            # importance samples of each point's log p(x); 0 = ELBO only
+    curve_images: int = 1000           # the first N test images, evaluated at every point
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -114,6 +117,9 @@ def validate_vae_config(cfg: VAEConfig) -> None:
         raise ConfigError(f"--lr must be a positive number, got {cfg.lr!r}.")
     positive_int("kl-warmup-epochs", cfg.kl_warmup_epochs, least=0)
     positive_int("eval-samples", cfg.eval_samples, least=0)
+    positive_int("curve-points", cfg.curve_points, least=0)
+    positive_int("curve-samples", cfg.curve_samples, least=0)
+    positive_int("curve-images", cfg.curve_images)
     positive_int("log-every", cfg.log_every)
     positive_int("checkpoint-every", cfg.checkpoint_every, least=0)
     positive_int("test-every", cfg.test_every, least=0)
