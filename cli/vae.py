@@ -32,6 +32,7 @@ from nacvae.runs import default_runs_root, new_run_name
                    "p = level/255.")
 @click.option("--latent-dim", type=int, default=32, show_default=True, help="Size of z.")
 @click.option("--epochs", type=int, default=None, help="Training epochs [dataset default; 100 for digits].")
+@click.option("--steps", type=int, default=None, help="Train this many steps instead of --epochs (may end mid-epoch).")
 @click.option("--batch-size", type=int, default=None, help="Images per step [128].")
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
 @click.option("--kl-warmup-epochs", type=int, default=0, show_default=True,

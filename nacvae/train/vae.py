@@ -252,7 +252,7 @@ def _train(cfg: VAEConfig, out: Path, resume: bool, progress: bool, device: torc
 
     n = data.train.shape[0]
     steps_per_epoch = n // cfg.batch_size  # the last incomplete batch is dropped
-    total_steps = cfg.epochs * steps_per_epoch
+    total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
     warmup_steps = cfg.kl_warmup_epochs * steps_per_epoch
     checkpoint_every = cfg.checkpoint_every or steps_per_epoch
     ckpt_path = out / CHECKPOINT
@@ -352,8 +352,9 @@ def _train(cfg: VAEConfig, out: Path, resume: bool, progress: bool, device: torc
                     bar.set_postfix(elbo=f"{record['elbo']:.2f}", kl=f"{kl_m:.2f}")
                     sums.zero_()
                     window_steps, window_start = 0, time.perf_counter()
-                if end_of_epoch:
-                    _epoch_end(cfg, vae, writer, out, done, epoch + 1, test_x, shown, done == total_steps)
+                if end_of_epoch or done == total_steps:  # --steps may end a run mid-epoch
+                    _epoch_end(cfg, vae, writer, out, done, epoch + 1 if end_of_epoch else done / steps_per_epoch,
+                               test_x, shown, done == total_steps)
                 if done in curve_at:
                     _curve_record(cfg, vae, writer, out, done, curve_at[done], curve_x)
                 if done % checkpoint_every == 0 and done < total_steps:

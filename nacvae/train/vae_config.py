@@ -53,6 +53,7 @@ class VAEConfig:
     freeze_encoder: bool = False
     elbo: str = "meanfield"            # meanfield: analytic KL (TraceMeanField_ELBO); trace: Trace_ELBO
     epochs: int = 100
+    steps: int | None = None           # train this many steps instead of --epochs (may end mid-epoch)
     batch_size: int = 128
     lr: float = 1e-3
     kl_warmup_epochs: int = 0          # linear annealing of the KL weight from 0 to 1; 0 = weight 1 throughout
@@ -111,6 +112,8 @@ def validate_vae_config(cfg: VAEConfig) -> None:
     positive_int("latent-dim", cfg.latent_dim)
     positive_int("decoder-width", cfg.decoder_width)
     positive_int("epochs", cfg.epochs)
+    if cfg.steps is not None:
+        positive_int("steps", cfg.steps)
     # batch norm in the backbone needs more than one value per channel
     positive_int("batch-size", cfg.batch_size, least=2)
     if not (isinstance(cfg.lr, (int, float)) and math.isfinite(cfg.lr) and cfg.lr > 0):

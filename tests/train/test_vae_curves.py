@@ -80,3 +80,17 @@ def test_curve_point_leaves_training_streams_alone():
     torch.manual_seed(5)
     curve_point(vae, x, 5, seed=1)
     assert torch.equal(torch.rand(3), expected) and vae.training
+
+
+def test_steps_end_a_run_mid_epoch(tmp_path):
+    from nacvae.checkpoint import load_checkpoint
+    from nacvae.runs import CHECKPOINT, read_config
+
+    cfg = resolve_vae_config("digits", steps=3, batch_size=256, latent_dim=4, curve_points=3, curve_samples=0,
+                             curve_images=20, image_every=0)
+    run = train_vae(cfg, tmp_path / "run", progress=False)
+    assert read_config(run)["total_steps"] == 3 and load_checkpoint(run / CHECKPOINT)["step"] == 3
+    metrics = read_metrics(run)
+    assert [r["step"] for r in metrics if r["event"] == "test"] == [3]
+    points = [r for r in metrics if r["event"] == "curve"]
+    assert [r["step"] for r in points] == [1, 2, 3] and all("loglik_nats" not in r for r in points)
