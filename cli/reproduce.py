@@ -11,7 +11,7 @@ import click
 @click.option("--preset", default="digits", show_default=True,
               help="Scale: digits (under 10 minutes on a CPU), fashion-mnist-cpu (about an hour of CPU time a seed), "
                    "cifar10-paper (GPU); fashion-mnist-vae: the VAE study (every encoder and a random one, backbone "
-                   "fine-tuned and frozen: convergence curves, log p(x), KL, inference gaps; about 50 minutes a "
+                   "fine-tuned and frozen: convergence curves, log p(x), KL, inference gaps; 30-55 minutes a "
                    "seed on a busy 2-core CPU).")
 @click.option("--seeds", type=int, default=1, show_default=True, help="Repeat everything with seeds 0..N-1; report mean ± std.")
 @click.option("--seed", "only_seeds", type=int, multiple=True,

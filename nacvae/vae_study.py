@@ -49,7 +49,7 @@ class VAEStudyPreset:
 
 
 VAE_PRESETS: dict[str, VAEStudyPreset] = {
-    # One seed in about 50 minutes on a busy 2-core CPU (docs/vae.md): encoders pretrained
+    # One seed in 30-55 minutes on a busy 2-core CPU (docs/vae.md): encoders pretrained
     # 300 steps on the retrieval subset (a fifth of the fashion-mnist-cpu preset's 1,400),
     # VAEs 150 steps of 128 images (a third of an epoch: the early phase, where a
     # starting point can matter), measured on fixed test images.
