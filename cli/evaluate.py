@@ -1,4 +1,4 @@
-"""``nacvae eval linear | retrieval | codes``: the paper's downstream evaluations."""
+"""``nacvae eval linear | retrieval | codes | gap``: the paper's downstream evaluations and the VAE inference gap."""
 
 from __future__ import annotations
 
@@ -189,3 +189,47 @@ def codes(split: str, **opts) -> None:
         f"  bit balance {r['bit_balance']:.3f} (mean |p - 0.5| {r['mean_abs_bit_bias']:.3f})",
     ]
     _finish(opts, "eval_codes", meta, r, text)
+
+
+@eval_group.command("gap")
+@click.option("--run", type=click.Path(), required=True, help="A VAE run folder (or a VAE checkpoint).")
+@click.option("--num-images", type=int, default=None, help="The first N test images [500, or all if fewer].")
+@click.option("--samples", type=int, default=1000, show_default=True,
+              help="Importance samples K per image for log p(x) (proposal: the fitted q*).")
+@click.option("--elbo-samples", type=int, default=100, show_default=True,
+              help="Samples per image that estimate each ELBO.")
+@click.option("--fit-samples", type=int, default=4, show_default=True, help="Samples per image per Adam step of q*.")
+@click.option("--lr", type=float, default=0.05, show_default=True, help="Adam learning rate of q*'s mean and log-scale.")
+@click.option("--max-steps", type=int, default=2000, show_default=True, help="At most this many Adam steps per batch.")
+@click.option("--check-every", type=int, default=50, show_default=True,
+              help="Steps per window over which the fit's ELBO is averaged.")
+@click.option("--patience", type=int, default=6, show_default=True,
+              help="Stop at the N-th window that does not improve on the best by --tol (each halves the lr).")
+@click.option("--tol", type=float, default=0.01, show_default=True, help="Improvement in nats per image that counts.")
+@click.option("--batch-size", type=int, default=100, show_default=True, help="Images fitted at once.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Where datasets live [the run's].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every sample drawn.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def gap(run, num_images, samples, elbo_samples, fit_samples, lr, max_steps, check_every, patience, tol, batch_size,
+        data_dir, seed, device, as_json) -> None:
+    """The inference gap of a VAE on test images: log p(x) - ELBO(q*) (approximation) and
+    ELBO(q*) - ELBO(q) (amortisation), q* a Gaussian fitted to each image by Adam."""
+    from nacvae.eval.gap import GAP_KEYS, GapBudget, evaluate_gap_run
+
+    budget = GapBudget(samples=samples, elbo_samples=elbo_samples, fit_samples=fit_samples, lr=lr,
+                       max_steps=max_steps, check_every=check_every, patience=patience, tol=tol)
+    r = evaluate_gap_run(run, budget, num_images=num_images, batch_size=batch_size, seed=seed, device=device,
+                         data_dir=data_dir)
+    r = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
+    if as_json:
+        click.echo(json.dumps({k: r[k] for k in GAP_KEYS}))
+        return
+    click.echo(f"VAE: {r['run'] or r['checkpoint']}, step {r['step']}, encoder init {r['init']}"
+               + (" (frozen)" if r["freeze_encoder"] else ""))
+    click.echo(f"Test images: {r['num_images']}; log p(x) with K = {r['samples']} importance samples from q*; "
+               f"q* fitted in at most {r['fit_steps_max']} Adam steps")
+    for label, key in (("log p(x)", "loglik_nats"), ("ELBO(q*)", "elbo_optimal"), ("ELBO(q)", "elbo_amortised"),
+                       ("approximation gap", "approximation_gap"), ("amortisation gap", "amortisation_gap")):
+        value = "n/a" if r[key] is None else f"{r[key]:.2f}"
+        click.echo(f"  {label:<18} {value} nats/image")

@@ -32,6 +32,7 @@ from nacvae.cli.options import check_resume, data_options
                    "p = level/255.")
 @click.option("--latent-dim", type=int, default=32, show_default=True, help="Size of z.")
 @click.option("--epochs", type=int, default=None, help="Training epochs [dataset default; 100 for digits].")
+@click.option("--steps", type=int, default=None, help="Train this many steps instead of --epochs (may end mid-epoch).")
 @click.option("--batch-size", type=int, default=None, help="Images per step [128].")
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
 @click.option("--kl-warmup-epochs", type=int, default=0, show_default=True,
@@ -45,6 +46,11 @@ from nacvae.cli.options import check_resume, data_options
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--eval-samples", type=int, default=0, show_default=True,
               help="If > 0, estimate the test log-likelihood with this many importance samples at the end.")
+@click.option("--curve-points", type=int, default=None,
+              help="Convergence-curve points (test ELBO and log p(x)) at fixed fractions of training; 0: none [10].")
+@click.option("--curve-samples", type=int, default=None,
+              help="Importance samples of each curve point's log p(x); 0: the ELBO only [10].")
+@click.option("--curve-images", type=int, default=None, help="Test images evaluated at each curve point [1000].")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run folder to create (default: a new folder under $NACVAE_RUNS or ./runs).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out with its saved configuration.")

@@ -38,6 +38,7 @@ from nacvae.runs import (
     CHECKPOINT, append_metrics, check_run_dir, hold_run, read_run_config, run_checkpoint, truncate_metrics, write_config,
 )
 from nacvae.train.elbo import negative_elbo
+from nacvae.train.vae_curves import curve_point, curve_steps
 from nacvae.train.vae_config import (
     _STREAM_PICTURES, _STREAM_SHUFFLE, _STREAM_TEST, ELBOS, INITS, VAE_DEFAULTS, VAEConfig, check_encoder_shape,
     resolve_encoder_init, resolve_vae_config, saved_vae_config, validate_vae_config,
@@ -235,7 +236,7 @@ def _train(cfg: VAEConfig, out: Path, resume: bool, progress: bool, device: torc
 
     n = data.train.shape[0]
     steps_per_epoch = n // cfg.batch_size  # the last incomplete batch is dropped
-    total_steps = cfg.epochs * steps_per_epoch
+    total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
     warmup_steps = cfg.kl_warmup_epochs * steps_per_epoch
     checkpoint_every = cfg.checkpoint_every or steps_per_epoch
     ckpt_path = out / CHECKPOINT
@@ -250,16 +251,18 @@ def _train(cfg: VAEConfig, out: Path, resume: bool, progress: bool, device: torc
 
     test_x = _test_observations(data.test.cpu(), cfg.likelihood, cfg.binarize, cfg.seed).to(device)
     shown = test_x[:RECON_IMAGES]
+    curve_at = curve_steps(total_steps, cfg.curve_points)
+    curve_x = test_x[:cfg.curve_images]
 
     run_config = {
         "kind": "vae", "status": "running", "init": source["init"], "encoder": source, "dataset": cfg.data,
         "arch": arch, "likelihood": cfg.likelihood, "latent_dim": cfg.latent_dim,
-        "image_shape": list(data.image_shape), "feature_dim": int(feature_dim), "mean": list(data.mean),
+        "freeze_encoder": cfg.freeze_encoder, "image_shape": list(data.image_shape), "feature_dim": int(feature_dim), "mean": list(data.mean),
         "std": list(data.std), "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
         "device": str(device), "nacvae_version": __version__, "vae": cfg.to_dict(),
     }
     if resume:
-        for event in ("train", "test"):
+        for event in ("train", "test", "curve"):
             truncate_metrics(out, event, start_step)
     write_config(out, run_config)
 
@@ -327,8 +330,11 @@ def _train(cfg: VAEConfig, out: Path, resume: bool, progress: bool, device: torc
                     bar.set_postfix(elbo=f"{record['elbo']:.2f}", kl=f"{kl_m:.2f}")
                     sums.zero_()
                     window_steps, window_start = 0, time.perf_counter()
-                if end_of_epoch:
-                    _epoch_end(cfg, vae, writer, out, done, epoch + 1, test_x, shown, done == total_steps)
+                if end_of_epoch or done == total_steps:  # --steps may end a run mid-epoch
+                    _epoch_end(cfg, vae, writer, out, done, epoch + 1 if end_of_epoch else done / steps_per_epoch,
+                               test_x, shown, done == total_steps)
+                if done in curve_at:
+                    _curve_record(cfg, vae, writer, out, done, curve_at[done], curve_x)
                 if done % checkpoint_every == 0 and done < total_steps:
                     save(done)
                 bar.update(1)
@@ -362,6 +368,17 @@ def _epoch_end(cfg: VAEConfig, vae: VAE, writer, out: Path, step: int, epoch: in
 
         writer.add_image("images/prior_samples", image_grid(samples), step)
         writer.add_image("images/reconstructions", image_grid(recon), step)
+
+
+def _curve_record(cfg: VAEConfig, vae: VAE, writer, out: Path, step: int, fraction: float,
+                  curve_x: torch.Tensor) -> None:
+    from nacvae.train.pretrain import step_seed
+
+    point = curve_point(vae, curve_x, cfg.curve_samples, step_seed(cfg.seed, 0, stream=_STREAM_TEST))
+    for key, value in point.items():
+        writer.add_scalar(f"curve/{key}", value, step)
+    append_metrics(out, {"event": "curve", "step": step, "fraction": fraction, "num_images": curve_x.shape[0],
+                         "samples": cfg.curve_samples, **point})
 
 
 # ------------------------------------------------------------------------ evaluation

@@ -54,6 +54,7 @@ class VAEConfig:
     freeze_encoder: bool = False
     elbo: str = "meanfield"            # meanfield: analytic KL (TraceMeanField_ELBO); trace: Trace_ELBO
     epochs: int = 100
+    steps: int | None = None           # train this many steps instead of --epochs (may end mid-epoch)
     batch_size: int = 128
     lr: float = 1e-3
     kl_warmup_epochs: int = 0          # linear annealing of the KL weight from 0 to 1; 0 = weight 1 throughout
@@ -64,6 +65,9 @@ class VAEConfig:
     test_every: int = 1                # epochs between test-set ELBO records; 0 = never
     image_every: int = 1               # epochs between TensorBoard pictures; 0 = never
     eval_samples: int = 0              # > 0: importance-weighted log-likelihood on the test split at the end
+    curve_points: int = 10             # convergence-curve points at fixed fractions of training; 0 = none
+    curve_samples: int = 10            # importance samples of each point's log p(x); 0 = ELBO only
+    curve_images: int = 1000           # the first N test images, evaluated at every point
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -109,12 +113,17 @@ def validate_vae_config(cfg: VAEConfig) -> None:
     positive_int("latent-dim", cfg.latent_dim)
     positive_int("decoder-width", cfg.decoder_width)
     positive_int("epochs", cfg.epochs)
+    if cfg.steps is not None:
+        positive_int("steps", cfg.steps)
     # batch norm in the backbone needs more than one value per channel
     positive_int("batch-size", cfg.batch_size, least=2)
     if not (isinstance(cfg.lr, (int, float)) and math.isfinite(cfg.lr) and cfg.lr > 0):
         raise ConfigError(f"--lr must be a positive number, got {cfg.lr!r}.")
     positive_int("kl-warmup-epochs", cfg.kl_warmup_epochs, least=0)
     positive_int("eval-samples", cfg.eval_samples, least=0)
+    positive_int("curve-points", cfg.curve_points, least=0)
+    positive_int("curve-samples", cfg.curve_samples, least=0)
+    positive_int("curve-images", cfg.curve_images)
     positive_int("log-every", cfg.log_every)
     positive_int("checkpoint-every", cfg.checkpoint_every, least=0)
     positive_int("test-every", cfg.test_every, least=0)

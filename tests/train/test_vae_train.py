@@ -75,6 +75,7 @@ def test_init_nac_copies_the_backbone_of_the_newest_complete_run(runs_root, tmp_
     frozen = dataclasses.replace(cfg, freeze_encoder=True, epochs=1, test_every=0, image_every=0)
     run = train_vae(frozen, tmp_path / "frozen", progress=False)
     config = read_config(run)
+    assert config["freeze_encoder"] is True and config["vae"]["freeze_encoder"] is True
     assert config["init"] == "nac" and config["encoder"]["checkpoint"] == str(runs_root / "new" / CHECKPOINT)
     assert config["encoder"]["step"] == load_checkpoint(runs_root / "new" / CHECKPOINT)["step"]
     model = load_checkpoint(run / CHECKPOINT, kind="vae")["model"]
@@ -170,7 +171,7 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
     assert resumed["step"] == whole["step"] == total and resumed["complete"]
     for key, value in whole["model"].items():
         assert torch.equal(value, resumed["model"][key]), key
-    for event in ("train", "test"):
+    for event in ("train", "test", "curve"):
         a = [r for r in read_metrics(tmp_path / "whole") if r["event"] == event]
         b = [r for r in read_metrics(killed) if r["event"] == event]
         assert [r["step"] for r in a] == [r["step"] for r in b]
