@@ -126,7 +126,8 @@ def choose_threads(requested=None, environ=None) -> tuple[int, str]:
     if n is not None:
         return n, f"${ENV}"
     omp = environ.get("OMP_NUM_THREADS", "").strip()
-    if omp.isdigit() and int(omp) > 0:
+    # A value nacvae wrote itself after measuring the load is not a user's choice: measure again.
+    if omp.isdigit() and int(omp) > 0 and omp != environ.get(AUTO_MARK):
         return int(omp), "$OMP_NUM_THREADS"
     cores = usable_cores()
     processes = parse_threads(environ.get("LOCAL_WORLD_SIZE")) or 1
@@ -135,7 +136,11 @@ def choose_threads(requested=None, environ=None) -> tuple[int, str]:
     return n, f"{len(cores)} usable cores, {busy:.1f} busy with other work, {processes} process(es)"
 
 
-def apply_threads(n: int, environ=None) -> None:
+# Set beside OMP_NUM_THREADS when the count came from the measured load (children inherit both).
+AUTO_MARK = "NACVAE_AUTO_THREADS"
+
+
+def apply_threads(n: int, environ=None, auto: bool = False) -> None:
     """Use ``n`` threads in torch, MKL, OpenMP and numba, before or after they start.
 
     Before torch is imported the environment decides (its OpenMP runtime reads it once);
@@ -146,6 +151,10 @@ def apply_threads(n: int, environ=None) -> None:
         if name == "NUMBA_NUM_THREADS" and "numba" in sys.modules:
             continue  # numba's pool size is fixed once it is imported; set_num_threads below
         environ[name] = str(n)
+    if auto:
+        environ[AUTO_MARK] = str(n)
+    else:
+        environ.pop(AUTO_MARK, None)
     environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if "torch" in sys.modules:
         torch = sys.modules["torch"]
@@ -162,5 +171,5 @@ def apply_threads(n: int, environ=None) -> None:
 def configure_threads(requested=None) -> tuple[int, str]:
     """Choose and apply the thread count; returns (threads, why)."""
     n, why = choose_threads(requested)
-    apply_threads(n)
+    apply_threads(n, auto=why not in ("--threads", f"${ENV}", "$OMP_NUM_THREADS"))
     return n, why

@@ -87,3 +87,23 @@ def test_apply_threads_resizes_torch_and_sets_the_environment():
         assert env2["OMP_WAIT_POLICY"] == "PASSIVE"
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_count_nacvae_measured_is_measured_again(monkeypatch):
+    """The count written into $OMP_NUM_THREADS after measuring the load is not mistaken for
+    a user's choice by a later decision in the same process (or a child): the load may have
+    changed. A user's own $OMP_NUM_THREADS still wins."""
+    monkeypatch.setattr(threads, "usable_cores", lambda: [0, 1])
+    before = torch.get_num_threads()
+    env = {}
+    try:
+        monkeypatch.setattr(threads, "busy_cores", lambda cores: 0.0)
+        n, _ = threads.choose_threads(None, env)
+        threads.apply_threads(n, env, auto=True)
+        assert env["OMP_NUM_THREADS"] == "2"
+        monkeypatch.setattr(threads, "busy_cores", lambda cores: 1.0)  # another process started
+        assert threads.choose_threads(None, env)[0] == 1
+        threads.apply_threads(3, env)  # an explicit count clears the mark
+        assert threads.choose_threads(None, env) == (3, "$OMP_NUM_THREADS")
+    finally:
+        torch.set_num_threads(before)
