@@ -149,6 +149,25 @@ COLUMNS = [
 ]
 
 
+def lookup_preset(preset, presets: dict[str, Any], what: str) -> tuple[str, Any]:
+    """(name, preset) of a preset given by name in ``presets``, or ("custom", it) for an object."""
+    if not isinstance(preset, str):
+        return "custom", preset
+    if preset not in presets:
+        raise ConfigError(f"Unknown {what} '{preset}'; choose one of {', '.join(presets)}.")
+    return preset, presets[preset]
+
+
+def seeds_to_run(seeds: int, only_seeds: list[int] | None) -> list[int]:
+    """Seeds 0..``seeds``-1, or the ``only_seeds`` given, sorted and without repeats."""
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {seeds}.")
+    todo = list(range(seeds)) if only_seeds is None else sorted(set(only_seeds))
+    if not todo or any(s < 0 for s in todo):
+        raise ConfigError(f"Seeds must be non-negative integers, got {only_seeds}.")
+    return todo
+
+
 def run_study(preset: str | Preset, out: str | Path, seeds: int = 1, data_dir: str | None = None,
               device: str = "auto", progress: bool = True, log: Callable[[str], None] = print,
               flip_prob: float | None = None, resume: bool = False,
@@ -162,17 +181,8 @@ def run_study(preset: str | Preset, out: str | Path, seeds: int = 1, data_dir: s
     """
     from nacvae.train.config import resolve_device
 
-    if isinstance(preset, str):
-        if preset not in PRESETS:
-            raise ConfigError(f"Unknown preset '{preset}'; choose one of {', '.join(PRESETS)}.")
-        name, preset = preset, PRESETS[preset]
-    else:
-        name = "custom"
-    if seeds < 1:
-        raise ConfigError(f"--seeds must be at least 1, got {seeds}.")
-    todo = list(range(seeds)) if only_seeds is None else sorted(set(only_seeds))
-    if any(s < 0 for s in todo) or not todo:
-        raise ConfigError(f"Seeds must be non-negative integers, got {only_seeds}.")
+    name, preset = lookup_preset(preset, PRESETS, "preset")
+    todo = seeds_to_run(seeds, only_seeds)
     wanted = resolve_methods(preset, methods)
     out = Path(out)
     # Option values are checked before anything is written.

@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from nacvae.errors import ConfigError
 from nacvae.runs import check_run_dir, create_run_dir, read_metrics
-from nacvae.study import INITS, OBJECTIVES, _stage, _write_json
+from nacvae.study import INITS, OBJECTIVES, _stage, _write_json, lookup_preset, seeds_to_run
 
 __all__ = ["VAEStudyPreset", "VAE_PRESETS", "MODES", "run_vae_study", "steps_to_reach", "aggregate_vae",
            "vae_markdown_table"]
@@ -98,17 +98,8 @@ def run_vae_study(preset: str | VAEStudyPreset, out: str | Path, seeds: int = 1,
     """Run seeds 0..``seeds``-1 (or ``only_seeds``) into ``out``; returns the results over
     every seed the folder holds (results.json, results.md and figures/ are rebuilt after
     each seed)."""
-    if isinstance(preset, str):
-        if preset not in VAE_PRESETS:
-            raise ConfigError(f"Unknown VAE study preset '{preset}'; choose one of {', '.join(VAE_PRESETS)}.")
-        name, preset = preset, VAE_PRESETS[preset]
-    else:
-        name = "custom"
-    if seeds < 1:
-        raise ConfigError(f"--seeds must be at least 1, got {seeds}.")
-    todo = list(range(seeds)) if only_seeds is None else sorted(set(only_seeds))
-    if not todo or any(s < 0 for s in todo):
-        raise ConfigError(f"Seeds must be non-negative integers, got {only_seeds}.")
+    name, preset = lookup_preset(preset, VAE_PRESETS, "VAE study preset")
+    todo = seeds_to_run(seeds, only_seeds)
     out = Path(out)
     if not (resume and out.is_dir()):
         check_run_dir(out, resume=False)

@@ -247,28 +247,15 @@ def evaluate_gap_run(run, budget: GapBudget = GapBudget(), num_images: int | Non
     import time
     from pathlib import Path
 
-    from nacvae.data import load_dataset
     from nacvae.runs import append_metrics
     from nacvae.train.config import resolve_device
-    from nacvae.train.vae import VAEConfig, _test_observations, load_vae
+    from nacvae.train.vae import load_vae_with_test_images
 
     budget.validate()
-    if num_images is not None and (isinstance(num_images, bool) or not isinstance(num_images, int)
-                                   or num_images < 1):
-        raise ConfigError(f"--num-images must be a positive integer, got {num_images!r}.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"--batch-size must be a positive integer, got {batch_size!r}.")
     dev = resolve_device(device)
-    vae, meta = load_vae(run, dev)
-    cfg = VAEConfig.from_dict(meta["config"]) if isinstance(meta.get("config"), dict) else VAEConfig()
-    test = load_dataset(meta["dataset"], "test", data_dir if data_dir is not None else cfg.data_dir,
-                        download=cfg.download, image_size=int(meta["image_shape"][-1]))
-    if list(test.image_shape) != list(meta["image_shape"]):
-        raise ConfigError(f"The {meta['dataset']} test images are {test.image_shape}, but the VAE models "
-                          f"{tuple(meta['image_shape'])} images.")
-    if num_images is not None and num_images > len(test):
-        raise ConfigError(f"--num-images {num_images} is more than the {len(test)} test images.")
-    x = _test_observations(test.images, meta["likelihood"], meta.get("binarize", "threshold"), cfg.seed)
+    vae, meta, x = load_vae_with_test_images(run, dev, num_images, data_dir)
     x = x[:num_images if num_images is not None else DEFAULT_GAP_IMAGES]
     started = time.perf_counter()
     result = vae_gaps(vae, x.to(dev), budget, batch_size=batch_size, seed=seed)

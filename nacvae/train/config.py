@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -167,21 +167,32 @@ def validate_config(cfg: PretrainConfig) -> None:
     _validate_baseline_options(cfg)
     if cfg.subset not in (None, "retrieval"):
         raise ConfigError(f"Unknown --subset '{cfg.subset}'; the only subset is 'retrieval'.")
-    for name in ("momentum", "download", "compile", "sync_bn"):
+    check_flags(cfg, "momentum", "download", "compile", "sync_bn")
+
+
+def check_flags(cfg: Any, *names: str) -> None:
+    """Each of ``cfg``'s fields ``names`` must be a bool (an on/off option)."""
+    for name in names:
         if not isinstance(getattr(cfg, name), bool):
             raise ConfigError(f"--{name.replace('_', '-')} must be on or off, got {getattr(cfg, name)!r}.")
 
 
-def saved_config(run, section: dict[str, Any]) -> PretrainConfig:
-    """The configuration a run was started with (its config.json's ``pretrain`` section)."""
+def load_saved_config(run, section: dict[str, Any], cls: type, validate: Callable[[Any], None]) -> Any:
+    """``cls`` built from a run's saved config.json ``section`` and checked with ``validate``;
+    a section that does not pass is reported as damaged."""
     from nacvae.errors import CheckpointError
 
     try:
-        cfg = PretrainConfig.from_dict(section)
-        validate_config(cfg)
+        cfg = cls.from_dict(section)
+        validate(cfg)
     except (ConfigError, TypeError) as exc:
         raise CheckpointError(f"The configuration saved in {run} is damaged: {str(exc).rstrip('.')}.") from None
     return cfg
+
+
+def saved_config(run, section: dict[str, Any]) -> PretrainConfig:
+    """The configuration a run was started with (its config.json's ``pretrain`` section)."""
+    return load_saved_config(run, section, PretrainConfig, validate_config)
 
 
 # Settings of how a process runs, not of what it trains: free to differ on --resume.

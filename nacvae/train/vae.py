@@ -419,6 +419,27 @@ def load_vae(path: str | Path, device: str | torch.device = "cpu") -> tuple[VAE,
     return vae.to(device).eval(), info
 
 
+def load_vae_with_test_images(run_or_checkpoint, device: torch.device, num_images: int | None = None,
+                              data_dir: str | None = None) -> tuple[VAE, dict[str, Any], torch.Tensor]:
+    """A trained VAE, its meta, and the first ``num_images`` (None: all) images of its
+    dataset's test split, observed as in training (on the CPU)."""
+    from nacvae.data import load_dataset
+
+    if num_images is not None and (isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1):
+        raise ConfigError(f"--num-images must be a positive integer, got {num_images!r}.")
+    vae, meta = load_vae(run_or_checkpoint, device)
+    cfg = VAEConfig.from_dict(meta["config"]) if isinstance(meta.get("config"), dict) else VAEConfig()
+    test = load_dataset(meta["dataset"], "test", data_dir if data_dir is not None else cfg.data_dir,
+                        download=cfg.download, image_size=int(meta["image_shape"][-1]))
+    if list(test.image_shape) != list(meta["image_shape"]):
+        raise ConfigError(f"The {meta['dataset']} test images are {test.image_shape}, but the VAE models "
+                          f"{tuple(meta['image_shape'])} images.")
+    if num_images is not None and num_images > len(test):
+        raise ConfigError(f"--num-images {num_images} is more than the {len(test)} test images.")
+    x = _test_observations(test.images, meta["likelihood"], meta.get("binarize", "threshold"), cfg.seed)
+    return vae, meta, x if num_images is None else x[:num_images]
+
+
 def evaluate_run(run: str | Path | None = None, checkpoint: str | Path | None = None, samples: int = 1000,
                  batch_size: int = 100, chunk_size: int | None = None, num_images: int | None = None,
                  seed: int = 0, device: str = "auto", data_dir: str | None = None,
@@ -432,7 +453,6 @@ def evaluate_run(run: str | Path | None = None, checkpoint: str | Path | None = 
     evaluate_vae's fields plus what identifies the VAE (init, dataset, arch, likelihood,
     latent_dim, step, ...) and ``seconds``.
     """
-    from nacvae.data import load_dataset
     from nacvae.eval.loglik import evaluate_vae
     from nacvae.train.config import resolve_device
 
@@ -443,22 +463,8 @@ def evaluate_run(run: str | Path | None = None, checkpoint: str | Path | None = 
             raise ConfigError(f"--{name} must be an integer of at least {least}, got {value!r}.")
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise ConfigError(f"--chunk-size must be a positive integer, got {chunk_size!r}.")
-    if num_images is not None and (isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1):
-        raise ConfigError(f"--num-images must be a positive integer, got {num_images!r}.")
     dev = resolve_device(device)
-    vae, meta = load_vae(run if run is not None else checkpoint, dev)
-    cfg = VAEConfig.from_dict(meta["config"]) if isinstance(meta.get("config"), dict) else VAEConfig()
-    size = int(meta["image_shape"][-1])
-    test = load_dataset(meta["dataset"], "test", data_dir if data_dir is not None else cfg.data_dir,
-                        download=cfg.download, image_size=size)
-    if list(test.image_shape) != list(meta["image_shape"]):
-        raise ConfigError(f"The {meta['dataset']} test images are {test.image_shape}, but the VAE models "
-                          f"{tuple(meta['image_shape'])} images.")
-    if num_images is not None and num_images > len(test):
-        raise ConfigError(f"--num-images {num_images} is more than the {len(test)} test images.")
-    x = _test_observations(test.images, meta["likelihood"], meta.get("binarize", "threshold"), cfg.seed)
-    if num_images is not None:
-        x = x[:num_images]
+    vae, meta, x = load_vae_with_test_images(run if run is not None else checkpoint, dev, num_images, data_dir)
     pyro.set_rng_seed(int(seed) % 2**32)
     started = time.perf_counter()
     result = evaluate_vae(vae, x.to(dev), num_samples=samples, batch_size=batch_size, chunk_size=chunk_size)

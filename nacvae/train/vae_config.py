@@ -131,23 +131,18 @@ def validate_vae_config(cfg: VAEConfig) -> None:
     if cfg.image_size is not None:
         positive_int("image-size", cfg.image_size)
     positive_int("seed", cfg.seed, least=0)
-    from nacvae.train.config import MAX_SEED
+    from nacvae.train.config import MAX_SEED, check_flags
 
     if cfg.seed > MAX_SEED:
         raise ConfigError(f"--seed must be at most {MAX_SEED}, got {cfg.seed}.")
-    for name in ("download", "freeze_encoder"):
-        if not isinstance(getattr(cfg, name), bool):
-            raise ConfigError(f"--{name.replace('_', '-')} must be on or off, got {getattr(cfg, name)!r}.")
+    check_flags(cfg, "download", "freeze_encoder")
 
 
 def saved_vae_config(run, section: dict[str, Any]) -> VAEConfig:
     """The configuration a VAE run was started with (its config.json's ``vae`` section)."""
-    try:
-        cfg = VAEConfig.from_dict(section)
-        validate_vae_config(cfg)
-    except (ConfigError, TypeError) as exc:
-        raise CheckpointError(f"The configuration saved in {run} is damaged: {str(exc).rstrip('.')}.") from None
-    return cfg
+    from nacvae.train.config import load_saved_config
+
+    return load_saved_config(run, section, VAEConfig, validate_vae_config)
 
 
 # ------------------------------------------------------------------------ the encoder
