@@ -30,10 +30,19 @@ import click
 @click.option("--resume", is_flag=True,
               help="Continue the study in --out: finished seeds and stages are kept, interrupted runs continue, "
                    "seeds up to --seeds are added.")
+@click.option("--encoders-from", type=click.Path(file_okay=False), default=None,
+              help="VAE study: take the NAC, SimCLR and MoCo-v2 encoders from this study folder's "
+                   "seed-N/pretrain-* runs (checked to match the preset's pretraining) instead of training them.")
+@click.option("--likelihood", type=click.Choice(["logistic", "bernoulli"]), default=None,
+              help="VAE study: the VAEs' likelihood [preset: logistic].")
+@click.option("--latent-dim", type=int, default=None, help="VAE study: the VAEs' latent size [preset: 32].")
+@click.option("--vae-steps", type=int, default=None, help="VAE study: the VAEs' training steps [preset: 150].")
 @click.option("--json", "as_json", is_flag=True, help="Print the aggregated results as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def reproduce(preset: str, seeds: int, only_seeds: tuple[int, ...], flip_prob: float | None, data_dir: str | None, device: str, out: str | None,
-              resume: bool, as_json: bool, quiet: bool, methods: str | None = None) -> None:
+              resume: bool, as_json: bool, quiet: bool, methods: str | None = None,
+              encoders_from: str | None = None, likelihood: str | None = None, latent_dim: int | None = None,
+              vae_steps: int | None = None) -> None:
     """Pretrain NAC, SimCLR and MoCo-v2 for the same number of steps (and NAC again at the
     preset's retrieval p), evaluate them and a random encoder (linear probe, retrieval, code
     statistics), train a VAE from each and estimate its log-likelihood; write results.md,
@@ -59,8 +68,15 @@ def reproduce(preset: str, seeds: int, only_seeds: tuple[int, ...], flip_prob: f
         if methods is not None:
             raise ConfigError(f"--methods chooses the encoders of the encoder studies; the {preset} preset always "
                               "trains NAC, SimCLR and MoCo-v2.")
-        results = run_vae_study(preset, out, **options)
+        results = run_vae_study(preset, out, **options, encoders_from=encoders_from,
+                                vae_options=dict(likelihood=likelihood, latent_dim=latent_dim, steps=vae_steps))
     else:
+        given = [flag for flag, value in (("--encoders-from", encoders_from), ("--likelihood", likelihood),
+                                          ("--latent-dim", latent_dim), ("--vae-steps", vae_steps))
+                 if value is not None]
+        if given:
+            raise ConfigError(f"{given[0]} belongs to the VAE study (--preset {', '.join(VAE_PRESETS)}), "
+                              f"not to the {preset} preset.")
         results = run_study(preset, out, **options,
                             methods=None if methods is None else [m.strip() for m in methods.split(",") if m.strip()])
     if as_json:

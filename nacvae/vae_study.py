@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nacvae.errors import ConfigError
-from nacvae.runs import check_run_dir, create_run_dir, read_metrics
-from nacvae.study import INITS, OBJECTIVES, _stage, _write_json, lookup_preset, seeds_to_run
+from nacvae.runs import CONFIG, check_run_dir, create_run_dir, read_metrics
+from nacvae.study import INITS, OBJECTIVES, PRESETS, _stage, _write_json, lookup_preset, seeds_to_run
 
-__all__ = ["VAEStudyPreset", "VAE_PRESETS", "MODES", "run_vae_study", "steps_to_reach", "aggregate_vae",
-           "vae_markdown_table"]
+__all__ = ["VAEStudyPreset", "VAE_PRESETS", "VAE_OPTIONS", "MODES", "run_vae_study", "steps_to_reach", "aggregate_vae",
+           "vae_markdown_table", "pretraining_differences", "borrowed_encoder"]
 
 MODES = ("fine-tuned", "frozen")
 
@@ -49,15 +49,16 @@ class VAEStudyPreset:
 
 
 VAE_PRESETS: dict[str, VAEStudyPreset] = {
-    # One seed in 30-55 minutes on a busy 2-core CPU (docs/vae.md): encoders pretrained
-    # 300 steps on the retrieval subset (a fifth of the fashion-mnist-cpu preset's 1,400),
-    # VAEs 150 steps of 128 images (a third of an epoch: the early phase, where a
-    # starting point can matter), measured on fixed test images.
+    # The encoders are those of the fashion-mnist-cpu preset (1,400 steps on the retrieval
+    # subset, where NAC's code magnitude has flattened), so that the VAEs start from
+    # converged encoders; --encoders-from reuses that study's runs instead of training
+    # them again. VAEs train 150 steps of 128 images (a third of an epoch: the early
+    # phase, where a starting point can matter) and are measured on fixed test images.
     "fashion-mnist-vae": VAEStudyPreset(
         data="fashion-mnist", arch="smallconv",
-        description="Fashion-MNIST (28x28), small conv net pretrained 300 steps on 5,000 images; "
+        description="Fashion-MNIST (28x28), small conv net pretrained 1,400 steps on 5,000 images; "
                     "VAEs 150 steps of 128 images, backbone fine-tuned or frozen",
-        pretrain=dict(subset="retrieval", steps=300, warmup_steps=100, batch_size=128, optimizer="lars", lr=3.0),
+        pretrain=dict(PRESETS["fashion-mnist-cpu"].pretrain),
         vae=dict(steps=150, batch_size=128, latent_dim=32, log_every=10, curve_points=10, curve_samples=5,
                  curve_images=300, test_every=0, image_every=1),
         loglik_samples=100, loglik_images=300,
@@ -65,6 +66,37 @@ VAE_PRESETS: dict[str, VAEStudyPreset] = {
                  check_every=25, patience=4, tol=0.05),
     ),
 }
+
+# Options of the VAE study that change its VAEs (``vae_options`` of ``run_vae_study``).
+VAE_OPTIONS = ("likelihood", "latent_dim", "steps")
+# Pretraining settings that say how a run was executed, not what it trained.
+NOT_COMPARED = ("device", "data_dir", "download", "checkpoint_every", "log_every", "threads")
+
+
+def pretraining_differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """The pretraining settings (config keys) in which a finished run differs from the
+    ones a study would have used."""
+    return sorted(k for k in set(saved) | set(wanted) if k not in NOT_COMPARED and saved.get(k) != wanted.get(k))
+
+
+def borrowed_encoder(study: Path, seed: int, objective: str, wanted: dict[str, Any]) -> Path:
+    """``study``'s finished ``pretrain-<objective>`` run of ``seed``, checked to have been
+    trained with the settings ``wanted`` (a ``PretrainConfig.to_dict()``)."""
+    from nacvae.runs import read_config
+    from nacvae.train.config import saved_config
+
+    run = study / f"seed-{seed}" / f"pretrain-{objective}"
+    if not (run / CONFIG).is_file() or read_config(run).get("status") != "complete":
+        raise ConfigError(f"--encoders-from {study} has no finished {objective} encoder for seed {seed} "
+                          f"(expected {run}).")
+    saved = saved_config(run, read_config(run)["pretrain"]).to_dict()
+    differ = pretraining_differences(saved, wanted)
+    if differ:
+        key = differ[0]
+        raise ConfigError(f"The {objective} encoder in {run} was pretrained with {key} = {saved.get(key)!r}, "
+                          f"not the study's {wanted.get(key)!r}, so it cannot stand in for it.")
+    return run
+
 
 # Columns of the table: (key in a row, header, format)
 COLUMNS = [
@@ -94,13 +126,31 @@ def _curve(run: Path) -> list[list[float]]:
 def run_vae_study(preset: str | VAEStudyPreset, out: str | Path, seeds: int = 1, data_dir: str | None = None,
                   device: str = "auto", progress: bool = True, log: Callable[[str], None] = print,
                   flip_prob: float | None = None, resume: bool = False,
-                  only_seeds: list[int] | None = None) -> dict[str, Any]:
+                  only_seeds: list[int] | None = None, encoders_from: str | Path | None = None,
+                  vae_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run seeds 0..``seeds``-1 (or ``only_seeds``) into ``out``; returns the results over
     every seed the folder holds (results.json, results.md and figures/ are rebuilt after
-    each seed)."""
+    each seed).
+
+    ``encoders_from``: a study folder (``nacvae.study`` or another VAE study) whose
+    ``seed-N/pretrain-<objective>`` runs are used instead of pretraining, after checking
+    they were trained with this preset's settings. ``vae_options`` overrides the preset's
+    VAE settings named in ``VAE_OPTIONS`` (a variant of the study, in its own folder).
+    """
+    from nacvae.train.vae_config import resolve_vae_config
+
     name, preset = lookup_preset(preset, VAE_PRESETS, "VAE study preset")
     todo = seeds_to_run(seeds, only_seeds)
     out = Path(out)
+    vae_options = {k: v for k, v in (vae_options or {}).items() if v is not None}
+    unknown = sorted(set(vae_options) - set(VAE_OPTIONS))
+    if unknown:
+        raise ConfigError(f"The VAE study cannot change '{unknown[0]}'; it varies {', '.join(VAE_OPTIONS)}.")
+    vae_settings = {**preset.vae, **vae_options}
+    # Option values are checked before anything is written.
+    resolve_vae_config(preset.data, init="random", arch=preset.arch, **vae_settings)
+    if encoders_from is not None and not (Path(encoders_from) / "study.json").is_file():
+        raise ConfigError(f"--encoders-from {encoders_from} is not a study folder (it has no study.json).")
     if not (resume and out.is_dir()):
         check_run_dir(out, resume=False)
     create_run_dir(out)
@@ -108,8 +158,10 @@ def run_vae_study(preset: str | VAEStudyPreset, out: str | Path, seeds: int = 1,
     if flip_prob is not None:
         pretrain_overrides["flip_prob"] = flip_prob
     header = dict(preset=name, kind="vae-study", description=preset.description, data=preset.data,
-                  arch=preset.arch, pretrain=dict(pretrain_overrides, data_dir=None), vae=preset.vae,
+                  arch=preset.arch, pretrain=dict(pretrain_overrides, data_dir=None), vae=vae_settings,
                   loglik_samples=preset.loglik_samples, loglik_images=preset.loglik_images, gap=preset.gap)
+    if encoders_from is not None:
+        header["encoders_from"] = str(encoders_from)
     plan = json.loads(json.dumps(header))
     if (out / "study.json").is_file():
         if json.loads((out / "study.json").read_text()) != plan:
@@ -127,7 +179,8 @@ def run_vae_study(preset: str | VAEStudyPreset, out: str | Path, seeds: int = 1,
             continue
         seed_dir.mkdir(exist_ok=True)
         started = time.time()
-        for row in _run_seed(preset, seed, seed_dir, pretrain_overrides, done, data_dir, device, progress, log):
+        for row in _run_seed(preset, vae_settings, seed, seed_dir, pretrain_overrides, done, data_dir, device,
+                             progress, log, None if encoders_from is None else Path(encoders_from)):
             rows.append(row)
             _write_json(rows_file, rows)
         timing = seed_dir / "seconds.json"
@@ -137,10 +190,11 @@ def run_vae_study(preset: str | VAEStudyPreset, out: str | Path, seeds: int = 1,
     return results if results is not None else _write_results(out, header)
 
 
-def _run_seed(preset: VAEStudyPreset, seed: int, seed_dir: Path, pretrain_overrides: dict[str, Any],
-              done: set[tuple[str, str]], data_dir: str | None, device: str, progress: bool,
-              log: Callable[[str], None]):
-    """Pretrain what is missing, then train and measure each (init, mode) VAE; yields rows."""
+def _run_seed(preset: VAEStudyPreset, vae_settings: dict[str, Any], seed: int, seed_dir: Path,
+              pretrain_overrides: dict[str, Any], done: set[tuple[str, str]], data_dir: str | None, device: str,
+              progress: bool, log: Callable[[str], None], encoders_from: Path | None):
+    """Pretrain what is missing (or take it from ``encoders_from``), then train and measure
+    each (init, mode) VAE; yields rows."""
     from nacvae.eval.gap import GapBudget, evaluate_gap_run
     from nacvae.train.config import resolve_config
     from nacvae.train.pretrain import pretrain
@@ -148,6 +202,10 @@ def _run_seed(preset: VAEStudyPreset, seed: int, seed_dir: Path, pretrain_overri
 
     runs: dict[str, Path] = {}
     for objective in OBJECTIVES:
+        if encoders_from is not None:
+            wanted = resolve_config(preset.data, objective=objective, seed=seed, **pretrain_overrides).to_dict()
+            runs[objective] = borrowed_encoder(encoders_from, seed, objective, wanted)
+            continue
         run = seed_dir / f"pretrain-{objective}"
         runs[objective] = run
         if all((objective, m) in done for m in MODES):
@@ -172,7 +230,7 @@ def _run_seed(preset: VAEStudyPreset, seed: int, seed_dir: Path, pretrain_overri
                 log(f"[seed {seed}] training a VAE from the {init} encoder, {mode}")
                 cfg = resolve_vae_config(preset.data, init=init, arch=preset.arch, seed=seed, data_dir=data_dir,
                                          device=device, encoder=None if init == "random" else str(runs[init]),
-                                         freeze_encoder=mode == "frozen", **preset.vae)
+                                         freeze_encoder=mode == "frozen", **vae_settings)
                 train_vae(cfg, vae_run, resume=state, progress=progress)
             log(f"[seed {seed}] measuring the VAE from {init}, {mode}")
             loglik = evaluate_run(vae_run, samples=preset.loglik_samples, num_images=preset.loglik_images,
@@ -188,9 +246,18 @@ def _run_seed(preset: VAEStudyPreset, seed: int, seed_dir: Path, pretrain_overri
                 "curve": _curve(vae_run),
                 # Paths relative to the study folder, so that a study can be moved or published.
                 "vae_run": f"{seed_dir.name}/{vae_run.name}",
-                "pretrain_run": None if init == "random" else f"{seed_dir.name}/{runs[init].name}",
+                "pretrain_run": None if init == "random" else _relative(runs[init], seed_dir.parent),
                 "seconds": time.time() - started,
             }
+
+
+def _relative(run: Path, study: Path) -> str:
+    """``run`` relative to the study folder (so that a study can be moved or published);
+    a borrowed encoder's path as it was given."""
+    try:
+        return str(run.relative_to(study))
+    except ValueError:
+        return str(run)
 
 
 def study_rows(out: Path) -> list[dict[str, Any]]:
@@ -253,7 +320,11 @@ def vae_markdown_table(results: dict[str, Any]) -> str:
             lines.append(f"| {mode} | {init} | {' | '.join(out)} |")
     vae = results.get("vae", {})
     gap = results.get("gap", {})
-    caption = (f"\n{results.get('description', '')}; mean ± sd over {seeds} seed(s). log p(x): importance-weighted, "
+    variant = (f"{vae.get('likelihood', 'logistic')} likelihood, {vae.get('latent_dim')}-d latent, "
+               f"{vae.get('steps')} VAE steps")
+    borrowed = (f"; encoders from {results['encoders_from']}" if results.get("encoders_from") else "")
+    caption = (f"\n{results.get('description', '')} ({variant}{borrowed}); mean ± sd over {seeds} seed(s). "
+               f"log p(x): importance-weighted, "
                f"K = {results.get('loglik_samples')}, the first {results.get('loglik_images')} test images; ELBO, KL "
                f"and active units on the same images. Gaps (nats/image) on the first {gap.get('num_images')} test "
                f"images, q* fitted by Adam (at most {gap.get('max_steps')} steps), log p(x) there with "

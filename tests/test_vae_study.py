@@ -9,7 +9,8 @@ from nacvae.errors import ConfigError
 from nacvae.runs import read_config
 from nacvae.study import INITS
 from nacvae.vae_study import (
-    MODES, VAE_PRESETS, VAEStudyPreset, aggregate_vae, run_vae_study, steps_to_reach, vae_markdown_table,
+    MODES, VAE_PRESETS, VAEStudyPreset, aggregate_vae, pretraining_differences, run_vae_study, steps_to_reach,
+    vae_markdown_table,
 )
 from tests.clitools import assert_clean_failure, nacvae
 
@@ -76,6 +77,52 @@ def test_toy_vae_study(tmp_path):
     with pytest.raises(ConfigError, match="other settings"):
         run_vae_study(TOY, out, seeds=1, device="cpu", progress=False, log=lambda m: None, resume=True,
                       flip_prob=0.3)
+
+
+def test_a_variant_borrows_the_encoders_of_another_study(tmp_path):
+    quiet = dict(seeds=1, device="cpu", progress=False, log=lambda m: None)
+    first = tmp_path / "first"
+    run_vae_study(TOY, first, **quiet)
+    variant = tmp_path / "variant"
+    results = run_vae_study(TOY, variant, encoders_from=first, vae_options={"likelihood": "bernoulli", "latent_dim": 3},
+                            **quiet)
+    assert not list((variant / "seed-0").glob("pretrain-*"))  # nothing pretrained again
+    rows = json.loads((variant / "seed-0" / "rows.json").read_text())
+    assert len(rows) == len(INITS) * len(MODES)
+    for row in rows:
+        config = read_config(variant / row["vae_run"])
+        assert config["vae"]["likelihood"] == "bernoulli" and config["vae"]["latent_dim"] == 3
+        if row["init"] != "random":
+            assert row["pretrain_run"] == str(first / "seed-0" / f"pretrain-{row['init']}")
+            assert config["vae"]["encoder"] == row["pretrain_run"]
+    study = json.loads((variant / "study.json").read_text())
+    assert study["encoders_from"] == str(first) and study["vae"]["likelihood"] == "bernoulli"
+    assert "bernoulli likelihood, 3-d latent" in (variant / "results.md").read_text()
+    assert results["table"]["frozen"]["nac"]["seeds"] == 1
+    # Encoders trained with other settings cannot stand in; nor can a folder that is no study.
+    other = VAEStudyPreset(**{**TOY.__dict__, "pretrain": dict(TOY.pretrain, steps=4)})
+    with pytest.raises(ConfigError, match="pretrained with steps = 3, not the study's 4"):
+        run_vae_study(other, tmp_path / "other", encoders_from=first, **quiet)
+    with pytest.raises(ConfigError, match="not a study folder"):
+        run_vae_study(TOY, tmp_path / "x", encoders_from=first / "seed-0", **quiet)
+    with pytest.raises(ConfigError, match="--latent-dim must be"):
+        run_vae_study(TOY, tmp_path / "y", vae_options={"latent_dim": 0}, **quiet)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_pretraining_differences_ignore_how_a_run_was_executed():
+    saved = {"steps": 3, "lr": 3.0, "device": "cuda", "data_dir": "/a", "threads": 2, "log_every": 1}
+    wanted = {"steps": 3, "lr": 3.0, "device": "cpu", "data_dir": None, "threads": None, "log_every": 10}
+    assert pretraining_differences(saved, wanted) == []
+    assert pretraining_differences(saved, {**wanted, "lr": 1.0, "teacher": "t"}) == ["lr", "teacher"]
+
+
+def test_vae_options_belong_to_the_vae_study(tmp_path):
+    for flag, value in (("--likelihood", "bernoulli"), ("--latent-dim", "16"), ("--vae-steps", "9"),
+                        ("--encoders-from", str(tmp_path))):
+        assert_clean_failure(nacvae("reproduce", "--preset", "digits", flag, value, "--out", tmp_path / "s"),
+                             "belongs to the VAE study")
+    assert not (tmp_path / "s").exists()
 
 
 def test_preset_is_listed_and_unknown_presets_refused(tmp_path):
