@@ -3,8 +3,9 @@
 The cosine distances d_ij of the teacher's features are modelled by two half Gaussians that
 share the distribution's mode m: sigma_l from the distances below m, sigma_r from those
 above. Pairs with d_ij <= m - alpha sigma_l are similar (S = +1), pairs with
-d_ij >= m + beta sigma_r dissimilar (S = -1), the rest S = 0. The hash layer's relaxed codes
-h = tanh(a) in [-1, 1]^K are trained so that h_i . h_j / K matches S_ij. method.md §7.
+d_ij >= m + beta sigma_r dissimilar (S = -1), the rest S = 0 (no label). The hash layer's
+relaxed codes h = tanh(a) in [-1, 1]^K are trained so that h_i . h_j / K matches S_ij on the
+labelled pairs; unlabelled pairs carry no loss. method.md §7.
 """
 
 from __future__ import annotations
@@ -68,8 +69,10 @@ def pseudo_similarity(distances: torch.Tensor, d_similar: float, d_dissimilar: f
 
 
 def ssdh_loss(h: torch.Tensor, similarity: torch.Tensor) -> torch.Tensor:
-    """mean over ordered pairs i != j of (h_i . h_j / K - S_ij)^2; h: relaxed codes [N, K]."""
+    """Sum over ordered pairs i != j of |S_ij| (h_i . h_j / K - S_ij)^2, divided by the number
+    of such pairs; h: relaxed codes [N, K]. Pairs with S_ij = 0 (neither clearly similar nor
+    clearly dissimilar) contribute nothing."""
     n, k = h.shape
     off = ~torch.eye(n, dtype=torch.bool, device=h.device)
     residual = (h @ h.T) / k - similarity
-    return residual[off].pow(2).mean()
+    return (similarity.abs() * residual.pow(2))[off].mean()

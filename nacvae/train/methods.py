@@ -337,7 +337,7 @@ class _TeacherPairs(Method):
 
 
 class SSDH(_TeacherPairs):
-    def __init__(self, encoder: PretrainEncoder, teacher: nn.Module, alpha: float = 2.0, beta: float = 0.0,
+    def __init__(self, encoder: PretrainEncoder, teacher: nn.Module, alpha: float = 2.0, beta: float = 2.0,
                  seed: int = 0) -> None:
         super().__init__(encoder, teacher, seed)
         self.alpha, self.beta = alpha, beta
