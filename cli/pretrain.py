@@ -41,7 +41,8 @@ from nacvae.cli.options import check_resume, data_options
 @click.option("--ema", type=float, default=None, help="Key-encoder momentum for MoCo and NAC-momentum [0.99].")
 @click.option("--teacher", default=None,
               help="SSDH / DistillHash: the fixed network whose features give the pair similarities: a pretraining "
-                   "run folder, a checkpoint, or a plain backbone state dict with torchvision key names.")
+                   "run folder, a checkpoint, or a plain backbone state dict with torchvision key names. DeepBit "
+                   "(optional): a backbone of the run's --arch whose frozen weights the hash layer trains on.")
 @click.option("--negatives", type=int, default=None,
               help="InsDis: memory-bank entries drawn per step for NCE, or 0 for the exact softmax over the bank "
                    "[exact up to 50,000 training images, else 4096].")

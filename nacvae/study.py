@@ -38,6 +38,9 @@ RETRIEVAL_NAC = "nac-retrieval"  # NAC at the preset's retrieval p; evaluated, n
 # similarities from the same seed's SimCLR encoder, which is trained for them if not asked for.
 BASELINES = ("insdis", "deepbit", "ssdh", "distillhash")
 TEACHER_INIT = "simclr"
+# Trained with the same seed's TEACHER_INIT encoder as --teacher: its features label SSDH's
+# and DistillHash's pairs, and DeepBit's hash layer trains on its frozen backbone.
+TAUGHT = ("deepbit", "ssdh", "distillhash")
 ALL_INITS = INITS + (RETRIEVAL_NAC,) + BASELINES
 
 
@@ -124,7 +127,7 @@ def resolve_methods(preset: Preset, methods: list[str] | tuple[str, ...] | None)
                           f"{', '.join(ALL_INITS)}.")
     if RETRIEVAL_NAC in chosen and preset.retrieval_flip_prob is None:
         raise ConfigError(f"This preset has no retrieval flip probability, so it cannot train {RETRIEVAL_NAC}.")
-    if any(m in ("ssdh", "distillhash") for m in chosen) and TEACHER_INIT not in chosen:
+    if any(m in TAUGHT for m in chosen) and TEACHER_INIT not in chosen:
         chosen.append(TEACHER_INIT)
     return [i for i in ALL_INITS if i in chosen]
 
@@ -203,7 +206,7 @@ def run_study(preset: str | Preset, out: str | Path, seeds: int = 1, data_dir: s
                   pretrain=dict(pretrain_overrides, data_dir=None), retrieval_flip_prob=preset.retrieval_flip_prob)
     if wanted != resolve_methods(preset, None):  # studies of the default set keep their earlier study.json
         header["methods"] = wanted
-    if any(m in wanted for m in ("ssdh", "distillhash")):
+    if any(m in wanted for m in TAUGHT):
         header["teacher"] = f"the same seed's {TEACHER_INIT} encoder"
 
     # What the study is, written once: a resumed study must be the same study.
@@ -299,7 +302,7 @@ def _run_seed(preset: Preset, seed: int, seed_dir: Path, pretrain_overrides: dic
         overrides = dict(pretrain_overrides)
         if init == RETRIEVAL_NAC:
             overrides["flip_prob"] = preset.retrieval_flip_prob
-        if init in ("ssdh", "distillhash"):
+        if init in TAUGHT:
             overrides["teacher"] = str(runs[TEACHER_INIT])  # trained earlier: simclr precedes them
         run = seed_dir / f"pretrain-{init}"
         runs[init] = run

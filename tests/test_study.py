@@ -118,11 +118,14 @@ def test_methods_choose_the_encoders_and_bring_the_teacher(tmp_path):
     out = tmp_path / "study"
     results = run_study(TOY, out, seeds=1, device="cpu", progress=False, log=lambda m: None,
                         methods=["deepbit", "ssdh"])
-    assert set(results["table"]) == {"simclr", "deepbit", "ssdh"}  # SimCLR is SSDH's teacher
+    assert set(results["table"]) == {"simclr", "deepbit", "ssdh"}  # SimCLR is the teacher of SSDH and DeepBit
     assert "vae_loglik_nats" in results["table"]["simclr"]
     assert all("vae_loglik_nats" not in results["table"][m] for m in ("deepbit", "ssdh"))
     ssdh = json.loads((out / "seed-0" / "pretrain-ssdh" / "config.json").read_text())["pretrain"]
     assert ssdh["teacher"] == str(out / "seed-0" / "pretrain-simclr") and ssdh["steps"] == 4
+    deepbit = json.loads((out / "seed-0" / "pretrain-deepbit" / "config.json").read_text())["pretrain"]
+    assert deepbit["teacher"] == ssdh["teacher"]  # DeepBit's hash layer sits on SimCLR's frozen backbone
+    assert resolve_methods(TOY, ["deepbit"]) == ["simclr", "deepbit"]
     plan = json.loads((out / "study.json").read_text())
     assert plan["methods"] == ["simclr", "deepbit", "ssdh"] and "simclr" in plan["teacher"]
     assert "| ssdh |" in (out / "results.md").read_text()

@@ -216,13 +216,14 @@ def check_resume_options(run, saved: dict[str, Any], given: dict[str, Any]) -> N
 
 def _validate_baseline_options(cfg: PretrainConfig) -> None:
     """The options of InsDis, SSDH and DistillHash (docs/method.md §7)."""
-    from nacvae.train.methods import TEACHER_OBJECTIVES
+    from nacvae.train.methods import OPTIONAL_TEACHER_OBJECTIVES, TEACHER_OBJECTIVES
 
     if cfg.objective in TEACHER_OBJECTIVES and not cfg.teacher:
         raise ConfigError(f"--objective {cfg.objective} needs --teacher, a pretraining run or backbone state dict "
                           f"whose features give the pair similarities.")
-    if cfg.teacher and cfg.objective not in TEACHER_OBJECTIVES:
-        raise ConfigError(f"--teacher is used only by --objective {' and '.join(TEACHER_OBJECTIVES)}, "
+    takers = TEACHER_OBJECTIVES + OPTIONAL_TEACHER_OBJECTIVES
+    if cfg.teacher and cfg.objective not in takers:
+        raise ConfigError(f"--teacher is used only by --objective {', '.join(takers[:-1])} and {takers[-1]}, "
                           f"not {cfg.objective}.")
     if cfg.negatives is not None and (isinstance(cfg.negatives, bool) or not isinstance(cfg.negatives, int)
                                       or cfg.negatives < 0):

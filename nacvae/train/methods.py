@@ -21,6 +21,8 @@ OBJECTIVES = ("nac", "simclr", "moco")
 # The paper's other baselines: InsDis (classification), DeepBit, SSDH, DistillHash (hashing).
 BASELINE_OBJECTIVES = ("insdis", "deepbit", "ssdh", "distillhash")
 TEACHER_OBJECTIVES = ("ssdh", "distillhash")  # need --teacher
+# May take --teacher: DeepBit then trains its hash layer on the teacher's frozen backbone.
+OPTIONAL_TEACHER_OBJECTIVES = ("deepbit",)
 OBJECTIVES = OBJECTIVES + BASELINE_OBJECTIVES
 
 
@@ -265,13 +267,28 @@ class InsDis(Method):
 
 
 class DeepBit(Method):
-    """DeepBit: bit probabilities sigmoid(a) of view 1 and of its rotations by ``angles``."""
+    """DeepBit: bit probabilities sigmoid(a) of view 1 and of its rotations by ``angles``.
+
+    With ``frozen_backbone`` only the head (the hash layer) learns, as in the authors'
+    release, which trains a hash layer on a fixed ImageNet network; the backbone also stays
+    in eval mode, so its batch-norm statistics remain those it was given.
+    """
 
     def __init__(self, encoder: PretrainEncoder, angles: tuple[float, ...] = (-10.0, 10.0),
-                 rotation_weights: tuple[float, ...] = (1.0, 1.0), weights: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> None:
+                 rotation_weights: tuple[float, ...] = (1.0, 1.0), weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                 frozen_backbone: bool = False) -> None:
         super().__init__()
         self.encoder = encoder
         self.angles, self.rotation_weights, self.weights = angles, rotation_weights, weights
+        self.frozen_backbone = frozen_backbone
+        if frozen_backbone:
+            encoder.backbone.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "DeepBit":
+        super().train(mode)
+        if self.frozen_backbone:
+            self.encoder.backbone.eval()
+        return self
 
     def loss(self, x1, x2, generator):
         from nacvae.objectives import deepbit_loss, rotate_images
@@ -372,12 +389,23 @@ class DistillHash(_TeacherPairs):
         return distillhash_loss(h, *distilled_pairs(d, *self.thresholds)), a1
 
 
+def adopt_backbone(backbone: nn.Module, teacher: nn.Module) -> None:
+    """Copy the teacher's weights into ``backbone``; they must be a backbone of its kind."""
+    mine, theirs = backbone.state_dict(), teacher.state_dict()
+    if set(mine) != set(theirs) or any(mine[k].shape != theirs[k].shape for k in mine):
+        raise ConfigError("--objective deepbit trains its hash layer on the --teacher's frozen backbone, so the "
+                          "teacher must be a backbone of the run's --arch, and this one is not.")
+    backbone.load_state_dict(theirs)
+
+
 def build_baseline(objective: str, encoder: PretrainEncoder, *, temperature: float | None, seed: int,
                    teacher: nn.Module | None, negatives: int | None, bank_momentum: float) -> Method:
     if objective == "insdis":
         return InsDis(encoder, temperature or 0.07, negatives, bank_momentum, seed)
     if objective == "deepbit":
-        return DeepBit(encoder)
+        if teacher is not None:
+            adopt_backbone(encoder.backbone, teacher)
+        return DeepBit(encoder, frozen_backbone=teacher is not None)
     if teacher is None:
         raise ConfigError(f"--objective {objective} needs --teacher, a pretraining run or backbone state dict.")
     if objective == "ssdh":

@@ -164,3 +164,29 @@ def test_insdis_uses_the_exact_softmax_on_small_banks_and_nce_on_large_ones(monk
     forced = InsDis(tiny_encoder(), negatives=3)
     forced.attach_dataset(images, (0.5,) * 3, (0.25,) * 3)
     assert forced.noise_draws == 3
+
+
+def test_deepbit_with_a_teacher_trains_only_its_hash_layer(tmp_path, teacher_run):
+    """The authors' setting: the teacher's backbone, frozen (weights and batch-norm
+    statistics), under a hash layer that learns."""
+    from nacvae.transfer import load_encoder
+
+    cfg = resolve_config("digits", objective="deepbit", teacher=str(teacher_run), **TINY)
+    run = pretrain(cfg, tmp_path / "run", progress=False)
+    teacher, _ = load_encoder(teacher_run / CHECKPOINT)
+    student, _ = load_encoder(run / CHECKPOINT)
+    want = teacher.backbone.state_dict()
+    for key, value in student.backbone.state_dict().items():
+        assert torch.equal(value, want[key]), key
+    fresh = resolve_config("digits", objective="deepbit", **TINY)
+    alone, _ = load_encoder(pretrain(fresh, tmp_path / "alone", progress=False) / CHECKPOINT)
+    assert any(not torch.equal(v, want[k]) for k, v in alone.backbone.state_dict().items())
+    from nacvae.train.pretrain import build_pretrain_method
+
+    initial = build_pretrain_method(cfg, (1, 8, 8)).encoder.state_dict()
+    heads = {k: v for k, v in student.state_dict().items() if not k.startswith("backbone.")}
+    assert heads and any(not torch.equal(v, initial[k]) for k, v in heads.items())  # the hash layer learned
+    # A teacher of another architecture cannot be the backbone.
+    other = resolve_config("digits", objective="deepbit", teacher=str(teacher_run), arch="resnet18", **TINY)
+    with pytest.raises(ConfigError, match="backbone of the run's --arch"):
+        pretrain(other, tmp_path / "other", progress=False)
