@@ -588,7 +588,43 @@ def _load_folder(path: Path, split: str, size: int) -> ImageData:
         raise DataError(f"{where} cannot be read ({exc.strerror or exc}); check its permissions.") from None
 
 
+@dataclass
+class FolderListing:
+    """One split of an image folder before decoding: files, labels, class names, channels."""
+
+    files: list[Path]
+    labels: np.ndarray | None
+    classes: list[str] | None
+    gray: bool
+    name: str
+
+
+def list_folder(path: Path, split: str) -> FolderListing:
+    """The files of one split of ``folder:PATH`` (headers read, no image decoded)."""
+    try:
+        return _list_folder(path, split)
+    except OSError as exc:  # a folder or file the user may not read
+        where = exc.filename or path
+        raise DataError(f"{where} cannot be read ({exc.strerror or exc}); check its permissions.") from None
+
+
+def folder_decoded_bytes(listing: FolderListing, size: int) -> int:
+    """Bytes of the split decoded as uint8 squares of ``size`` pixels."""
+    return len(listing.files) * (1 if listing.gray else 3) * size * size
+
+
 def _read_folder(path: Path, split: str, size: int) -> ImageData:
+    listing = _list_folder(path, split)
+    images = _read_images(listing.files, size, listing.gray)
+    return ImageData(
+        images=images,
+        labels=None if listing.labels is None else torch.from_numpy(listing.labels),
+        classes=listing.classes,
+        name=listing.name,
+    )
+
+
+def _list_folder(path: Path, split: str) -> FolderListing:
     path = path.expanduser().resolve()
     name = FOLDER_PREFIX + str(path)
     if not path.is_dir():
@@ -633,12 +669,4 @@ def _read_folder(path: Path, split: str, size: int) -> ImageData:
         files = [files[i] for i in keep]
         if labels is not None:
             labels = labels[keep]
-
-    images = _read_images(files, size, gray)
-    return ImageData(
-        images=images,
-        labels=None if labels is None else torch.from_numpy(labels),
-        classes=classes,
-        name=name,
-    )
-
+    return FolderListing(files, labels, classes, gray, name)
