@@ -76,13 +76,16 @@ class StreamedImages:
     size: int
     channels: int = 3
     crop: str = "imagenet"
-    shards: list[str] | None = field(default=None, repr=False)  # WebDataset shard URLs instead of files
+    shards: list[str] | None = field(default=None, repr=False)  # WebDataset shard files instead of files
+    count: int | None = None  # the images of the shards
 
     def __post_init__(self) -> None:
         if self.crop not in ("imagenet", "resize"):
             raise ValueError(f"unknown crop {self.crop!r}")
         if self.labels is not None and self.labels.shape[0] != len(self.files):
             raise ValueError("there must be one label (row) per file")
+        if (self.shards is None) != (self.count is None):
+            raise ValueError("shards and their image count go together")
 
     @property
     def multi_label(self) -> bool:
@@ -97,7 +100,7 @@ class StreamedImages:
         return (self.channels, self.size, self.size)
 
     def __len__(self) -> int:
-        return len(self.files)
+        return self.count if self.shards is not None else len(self.files)
 
     def subset(self, indices) -> "StreamedImages":
         """The images ``indices`` (a sequence or tensor of positions), in that order."""

@@ -100,7 +100,7 @@ def _streamed_pretrain_data(cfg: PretrainConfig, data) -> PretrainData:
                           f"batch by batch; use one of {', '.join(STREAMABLE_OBJECTIVES)}.")
     if cfg.subset == "retrieval" and data.name != "flickr25k":
         raise ConfigError(f"--subset retrieval is not defined for {cfg.data}, which is read batch by batch.")
-    if data.shards is None and len(data) < cfg.batch_size:
+    if len(data) < cfg.batch_size:
         raise ConfigError(f"--batch-size {cfg.batch_size} is larger than the {len(data)} training images.")
     workers = default_workers() if cfg.workers is None else cfg.workers
     mean, std = dataset_stats(cfg.data, data, workers=workers)

@@ -1,0 +1,54 @@
+"""experiments/make_shards.py writes WebDataset shards that ``--data webdataset:`` trains on."""
+
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from nacvae.runs import read_config
+from tests.clitools import assert_clean_failure, nacvae
+from tests.imagefiles import make_imagenet
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "experiments"))
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    from make_shards import write_shards
+
+    root = make_imagenet(tmp_path_factory.mktemp("images"), train_per_class=5, val_per_class=0,
+                         classes=("a", "b"))
+    return write_shards(root / "train", tmp_path_factory.mktemp("shards"), per_shard=4, seed=0)
+
+
+def test_shards_hold_every_image_once_with_its_class(shards):
+    assert shards.endswith("shard-{000000..000002}.tar")
+    members = []
+    for k in range(3):
+        with tarfile.open(shards.replace("{000000..000002}", f"{k:06d}")) as tar:
+            members += tar.getnames()
+    keys = {m.split(".")[0] for m in members}
+    assert len(keys) == 10 and sum(m.endswith(".jpg") for m in members) == 10
+    assert sum(m.endswith(".cls") for m in members) == 10
+
+
+def test_pretrain_from_shards(shards, tmp_path):
+    out = tmp_path / "run"
+    result = nacvae("pretrain", "--data", f"webdataset:{shards}", "--arch", "smallconv", "--image-size", "32",
+                    "--batch-size", "4", "--epochs", "2", "--code-dim", "8", "--workers", "2", "--out", out,
+                    "--quiet")
+    assert result.exit_code == 0, result.output
+    config = read_config(out)
+    # 10 images in 3 shards, batch 4: two steps per epoch
+    assert config["status"] == "complete" and config["steps_per_epoch"] == 2 and config["total_steps"] == 4
+    assert config["image_shape"] == [3, 32, 32]
+
+
+def test_missing_shards_are_one_sentence(tmp_path):
+    result = nacvae("pretrain", "--data", f"webdataset:{tmp_path}/shard-{{0..1}}.tar", "--out", tmp_path / "r",
+                    "--quiet")
+    assert_clean_failure(result, "does not exist")
