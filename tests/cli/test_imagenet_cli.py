@@ -76,3 +76,20 @@ def test_memory_bank_objectives_are_refused(imagenet, tmp_path):
 def test_missing_imagenet_is_one_sentence(tmp_path):
     result = nacvae("pretrain", "--data", "imagenet", "--data-dir", tmp_path, "--out", tmp_path / "r", "--quiet")
     assert_clean_failure(result, "ImageNet was not found")
+
+
+def test_a_streamed_folder_pretrains_and_evaluates(tmp_path, monkeypatch):
+    import nacvae.data.catalog as catalog
+
+    monkeypatch.setattr(catalog, "FOLDER_STREAM_BYTES", 0)  # every folder streams
+    root = make_imagenet(tmp_path / "imgs", train_per_class=4, val_per_class=2, classes=("a", "b"))
+    (root / "val").rename(root / "test")
+    out = tmp_path / "run"
+    result = nacvae("pretrain", "--data", f"folder:{root}", "--arch", "smallconv", "--steps", "2",
+                    "--batch-size", "4", "--code-dim", "8", "--workers", "0", "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    linear = json_of(nacvae("eval", "linear", "--run", out, "--epochs", "1", "--protocol", "paper",
+                            "--workers", "0", "--json"))
+    assert linear["num_train"] == 8 and linear["num_test"] == 4
+    retrieval = json_of(nacvae("eval", "retrieval", "--run", out, "--workers", "0", "--json"))
+    assert retrieval["num_queries"] + retrieval["gallery_size"] == 12
