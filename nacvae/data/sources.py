@@ -161,8 +161,15 @@ def channel_stats(
     raise ConfigError(_unknown_name_message(name))
 
 
+# Datasets read batch by batch (nacvae.data.catalog), which load_dataset cannot hold.
+_STREAMED_NAMES = ("imagenet", "flickr25k")
+
+
 def _unknown_name_message(name: str) -> str:
     known = ", ".join(DATASET_NAMES)
+    if name.lower() in _STREAMED_NAMES or name.startswith("webdataset:"):
+        return (f"The dataset {name} is read batch by batch and this command needs one held in memory; "
+                f"choose one of {known} or folder:PATH.")
     return f"Unknown dataset {name!r}; choose one of {known} or folder:PATH."
 
 

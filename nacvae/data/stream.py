@@ -229,7 +229,10 @@ class _Files(torch.utils.data.Dataset):
     """Items of a DataLoader: a key (epoch, index) for training, an index for evaluation."""
 
     def __init__(self, data: StreamedImages, views: int, seed: int, train: bool, encoded: bool) -> None:
-        self.files, self.channels, self.size, self.crop = data.files, data.channels, data.size, data.crop
+        # File names as one numpy byte array: forked workers then share it instead of each
+        # gradually copying the pages of a million Python strings (reference counts change).
+        self.files = np.array([os.fsencode(f) for f in data.files])
+        self.channels, self.size, self.crop = data.channels, data.size, data.crop
         self.views, self.seed, self.train, self.encoded = views, seed, train, encoded
 
     def __len__(self) -> int:
@@ -237,7 +240,7 @@ class _Files(torch.utils.data.Dataset):
 
     def __getitem__(self, key):
         epoch, index = key if self.train else (0, key)
-        path = self.files[index]
+        path = os.fsdecode(self.files[index])
         rng = item_rng(self.seed, epoch, index) if self.train and self.crop == "imagenet" else None
         if self.encoded:
             raw = _read_bytes(path)
@@ -295,7 +298,10 @@ def _finish_on_device(batch, size: int, channels: int, train: bool, device: torc
 
     jpegs = [i for i, x in enumerate(batch) if isinstance(x, tuple)]
     mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
-    decoded = decode_jpeg([batch[i][1] for i in jpegs], mode=mode, device=device) if jpegs else []
+    try:
+        decoded = decode_jpeg([batch[i][1] for i in jpegs], mode=mode, device=device) if jpegs else []
+    except RuntimeError:  # one file the GPU decoder refuses (CMYK, progressive, damaged): one by one
+        decoded = [_decode_one(batch[i][1], mode, channels, device) for i in jpegs]
     out = []
     pos = {i: k for k, i in enumerate(jpegs)}
     for i, item in enumerate(batch):
@@ -310,6 +316,24 @@ def _finish_on_device(batch, size: int, channels: int, train: bool, device: torc
             crops.append(x.round_().clamp_(0, 255).to(torch.uint8)[0])
         out.append(torch.stack(crops) if train else crops[0])
     return torch.stack(out)
+
+
+def _decode_one(raw: torch.Tensor, mode, channels: int, device: torch.device) -> torch.Tensor:
+    """One JPEG on ``device``, through PIL on the CPU when the device's decoder refuses it."""
+    import io
+
+    from PIL import Image
+    from torchvision.io import decode_jpeg
+
+    try:
+        return decode_jpeg(raw, mode=mode, device=device)
+    except RuntimeError:
+        try:
+            with Image.open(io.BytesIO(raw.numpy().tobytes())) as im:
+                image = im.convert("L" if channels == 1 else "RGB")
+        except Exception as exc:  # noqa: BLE001 - PIL raises many kinds of errors
+            raise DataError(f"An image could not be decoded ({type(exc).__name__}); remove or replace it.") from None
+        return _pil_to_uint8(image).to(device)
 
 
 def _loader(dataset, batches, workers: int, device: torch.device):
@@ -335,7 +359,7 @@ def train_batches(data: StreamedImages, keys: Sequence[Sequence[tuple[int, int]]
     """
     encoded = data.crop == "imagenet" and gpu_decoding(device)
     dataset = _Files(data, views, seed, train=True, encoded=encoded)
-    for batch in _loader(dataset, [list(k) for k in keys], workers, device):
+    for batch in _loader(dataset, keys, workers, device):
         yield _to_device(batch, data, True, device)
 
 

@@ -389,14 +389,26 @@ def _streamed_steps(cfg: PretrainConfig, stream, start_step: int, total_steps: i
         g = torch.Generator().manual_seed(step_seed(cfg.seed, epoch, stream=1))
         perm = torch.randperm(n, generator=g)
         last = min(total_steps, (epoch + 1) * steps_per_epoch)
-        indices = []
-        for s in range(step, last):
-            first = (s - epoch * steps_per_epoch) * cfg.batch_size + rank * per_rank
-            indices.append(perm[first:first + per_rank])
-        keys = [[(epoch, int(j)) for j in idx] for idx in indices]
-        for idx, batch in zip(indices, train_batches(stream, keys, 2, cfg.seed, workers, device)):
-            yield idx.to(device), batch
+        starts = [(s - epoch * steps_per_epoch) * cfg.batch_size + rank * per_rank for s in range(step, last)]
+        keys = _EpochKeys(perm, epoch, starts, per_rank)
+        for first, batch in zip(starts, train_batches(stream, keys, 2, cfg.seed, workers, device)):
+            yield perm[first:first + per_rank].to(device), batch
         step = last
+
+
+class _EpochKeys:
+    """The (epoch, index) keys of each step of an epoch, made as the loader asks for them
+    (an ImageNet epoch's list would hold 1.28 million tuples)."""
+
+    def __init__(self, perm: torch.Tensor, epoch: int, starts: list[int], size: int) -> None:
+        self.perm, self.epoch, self.starts, self.size = perm, epoch, starts, size
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __iter__(self):
+        for first in self.starts:
+            yield [(self.epoch, j) for j in self.perm[first:first + self.size].tolist()]
 
 
 def _streamed_views(batch: torch.Tensor, data: PretrainData, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

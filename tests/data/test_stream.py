@@ -110,3 +110,25 @@ def test_large_folders_stream_with_the_in_memory_pixels(tmp_path, monkeypatch):
     assert torch.equal(streamed.labels, in_memory.labels) and streamed.classes == in_memory.classes
     decoded_images = torch.cat(list(eval_batches(streamed, 4, 0, torch.device("cpu"))))
     assert torch.equal(decoded_images, in_memory.images)
+
+
+def test_the_gpu_decoding_path_crops_like_the_pil_path(imagenet):
+    """The path CUDA runs take (workers hand over bytes and boxes, the main process decodes and
+    crops), run here with torchvision's CPU decoder: the same geometry as PIL's resize + crop."""
+    from nacvae.data.stream import _Files, _finish_on_device
+
+    data = open_dataset("imagenet", "test", imagenet, image_size=24)
+    encoded = _Files(data, 1, 0, train=False, encoded=True)
+    plain = _Files(data, 1, 0, train=False, encoded=False)
+    items = [encoded[i] for i in range(len(data))]
+    assert all(isinstance(x, tuple) and x[0] == "jpeg" for x in items)
+    on_device = _finish_on_device(items, 24, 3, train=False, device=torch.device("cpu"))
+    reference = torch.stack([plain[i] for i in range(len(data))])
+    assert on_device.shape == reference.shape == (4, 3, 24, 24) and on_device.dtype == torch.uint8
+    # Two resampling orders of noise images: each image's channel means agree to a level or two,
+    # and pixels differ by far less than unrelated noise would (about 85 levels on average).
+    a, b = on_device.float(), reference.float()
+    assert (a.mean((2, 3)) - b.mean((2, 3))).abs().max() < 2 and (a - b).abs().mean() < 20
+    train = _Files(data, 2, 5, train=True, encoded=True)
+    views = _finish_on_device([train[(0, 1)], train[(0, 2)]], 24, 3, train=True, device=torch.device("cpu"))
+    assert views.shape == (2, 2, 3, 24, 24)
