@@ -13,8 +13,10 @@ torchvision  ``torchvision.datasets.ImageFolder`` whose workers apply the usual 
              ColorJitter(0.4, 0.4, 0.4, 0.1) with p = 0.8, RandomGrayscale(p = 0.2),
              ToTensor, Normalize.
 
-Each pipeline is timed twice in one run, alternating: data only (the loader's batches
-are drawn and, for nacvae, augmented; no model), and full training steps. A fresh loader
+Each pipeline is timed in one run, alternating: data only (the loader's batches are
+drawn and, for nacvae, augmented on the device; no model), and full training steps; the
+nacvae loader is also timed without its on-device augmentation ("workers only": decoding
+and the two crops), since on a CPU that augmentation runs in the main process. A fresh loader
 is started for every measurement and its first ``--warmup`` batches are not timed.
 ``--make N`` first writes N random JPEGs of assorted sizes (about ImageNet's 400x350
 average) into DIR, in 10 classes.
@@ -71,13 +73,16 @@ def torchvision_loader(root: Path, batch_size: int, workers: int):
         yield views[:, 0], views[:, 1]
 
 
-def nacvae_loader(root: Path, batch_size: int, workers: int, cfg):
+def nacvae_loader(root: Path, batch_size: int, workers: int, cfg, device_augment: bool = True):
     data = open_dataset("imagenet", "train", root)
     n = len(data)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(0)).tolist()
     keys = [[(0, i) for i in perm[s:s + batch_size]] for s in range(0, n - batch_size + 1, batch_size)]
     gen = torch.Generator().manual_seed(0)
     for batch in train_batches(data, keys, 2, 0, workers, torch.device("cpu")):
+        if not device_augment:
+            yield batch[:, 0], batch[:, 1]
+            continue
         b = batch.shape[0]
         views = augment(batch.transpose(0, 1).reshape(2 * b, *batch.shape[2:]), cfg, gen)
         yield views[:b], views[b:]
@@ -137,6 +142,8 @@ def main(argv=None) -> None:
         "nacvae": lambda: nacvae_loader(args.folder, args.batch_size, args.workers, cfg),
         "torchvision": lambda: torchvision_loader(args.folder, args.batch_size, args.workers),
     }
+    rate = timed(nacvae_loader(args.folder, args.batch_size, args.workers, cfg, False), args.batches, args.warmup)
+    print(f"{'nacvae':12s} {'workers only':14s} {rate:8.1f} images/s ({args.batches} batches timed)", flush=True)
     for what, count, fn in (("data only", args.batches, None), ("training step", args.steps, step)):
         for name, make in pipelines.items():
             rate = timed(make(), count, args.warmup, fn)
