@@ -111,12 +111,17 @@ class StreamedImages:
 
 
 def default_workers() -> int:
-    """DataLoader workers when none are asked for: the cores but one, at most 8, at least 1."""
+    """DataLoader workers when none are asked for: this process's share of the cores (torchrun
+    starts ``LOCAL_WORLD_SIZE`` processes per machine) but one, at most 8, at least 1."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 2
-    return max(1, min(8, cores - 1))
+    try:
+        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        local = 1
+    return max(1, min(8, cores // local - 1))
 
 
 # ------------------------------------------------------------------- crop geometry
