@@ -21,7 +21,6 @@ import io
 import random
 import tarfile
 import zlib
-from pathlib import Path
 
 import torch
 
