@@ -112,6 +112,7 @@ def test_large_folders_stream_with_the_in_memory_pixels(tmp_path, monkeypatch):
     assert torch.equal(decoded_images, in_memory.images)
 
 
+@pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")  # torchvision 0.29's notice
 def test_the_gpu_decoding_path_crops_like_the_pil_path(imagenet):
     """The path CUDA runs take (workers hand over bytes and boxes, the main process decodes and
     crops), run here with torchvision's CPU decoder: the same geometry as PIL's resize + crop."""

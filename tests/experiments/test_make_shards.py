@@ -52,3 +52,34 @@ def test_missing_shards_are_one_sentence(tmp_path):
     result = nacvae("pretrain", "--data", f"webdataset:{tmp_path}/shard-{{0..1}}.tar", "--out", tmp_path / "r",
                     "--quiet")
     assert_clean_failure(result, "does not exist")
+
+
+def test_each_process_reads_its_own_shards(shards):
+    """Two torchrun processes: every image is read by exactly one of them in an epoch."""
+    import torch
+
+    from nacvae.data.catalog import open_dataset
+    from nacvae.data.shards import _epoch_loader
+
+    stream = open_dataset(f"webdataset:{shards}", image_size=32)
+    assert len(stream) == 10
+    seen = []
+    for rank in (0, 1):
+        loader = _epoch_loader(stream, epoch=0, per_rank=1, seed=0, workers=2, rank=rank, world=2,
+                               device=torch.device("cpu"))
+        seen.append([batch[0, 0].sum().item() for batch in loader])  # one number per image read
+    assert len(seen[0]) + len(seen[1]) == 10 and seen[0] and seen[1]
+
+
+def test_default_workers_share_the_cores_among_processes(monkeypatch):
+    import os
+
+    from nacvae.data.stream import default_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert default_workers() == 8
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert default_workers() == 3
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
+    assert default_workers() == 1
