@@ -26,7 +26,7 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     # 224-px datasets, streamed (experiments/README.md gives the paper's configurations).
     "imagenet": dict(arch="resnet50", batch_size=256, optimizer="lars", lr=0.3, epochs=200, warmup_epochs=10,
                      queue_size=65_536),
-    "flickr25k": dict(arch="resnet50", batch_size=256, optimizer="lars", lr=0.3, epochs=200, warmup_steps=500,
+    "flickr25k": dict(arch="vgg16_bn", batch_size=1000, optimizer="lars", lr=3.0, steps=10_000, warmup_steps=500,
                       queue_size=4_096),
     "webdataset": dict(arch="resnet50", batch_size=256, optimizer="lars", lr=0.3, epochs=200, warmup_epochs=10,
                        queue_size=65_536),
