@@ -22,7 +22,7 @@ is started for every measurement and its first ``--warmup`` batches are not time
 average) into DIR, in 10 classes.
 
     python experiments/bench_imagenet_stream.py /tmp/bench-in --make 640
-    python experiments/bench_imagenet_stream.py /data/imagenet --batches 50 --steps 20
+    python experiments/bench_imagenet_stream.py /data/imagenet --batches 50 --steps 20 --device cuda
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def make_folder(root: Path, n: int) -> None:
     (root / "val").mkdir(exist_ok=True)
 
 
-def torchvision_loader(root: Path, batch_size: int, workers: int):
+def torchvision_loader(root: Path, batch_size: int, workers: int, device: torch.device):
     from torchvision import datasets, transforms as T
 
     one = T.Compose([
@@ -68,18 +68,21 @@ def torchvision_loader(root: Path, batch_size: int, workers: int):
     two = lambda image: torch.stack((one(image), one(image)))  # noqa: E731
     dataset = datasets.ImageFolder(str(root / "train"), transform=two)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
-                                         drop_last=True, prefetch_factor=4 if workers else None)
+                                         drop_last=True, prefetch_factor=4 if workers else None,
+                                         pin_memory=device.type == "cuda")
     for views, _ in loader:
+        views = views.to(device, non_blocking=True)
         yield views[:, 0], views[:, 1]
 
 
-def nacvae_loader(root: Path, batch_size: int, workers: int, cfg, device_augment: bool = True):
+def nacvae_loader(root: Path, batch_size: int, workers: int, cfg, device: torch.device, device_augment: bool = True):
     data = open_dataset("imagenet", "train", root)
     n = len(data)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(0)).tolist()
     keys = [[(0, i) for i in perm[s:s + batch_size]] for s in range(0, n - batch_size + 1, batch_size)]
-    gen = torch.Generator().manual_seed(0)
-    for batch in train_batches(data, keys, 2, 0, workers, torch.device("cpu")):
+    gen = torch.Generator(device=device).manual_seed(0)
+    # On a CUDA device the JPEGs are decoded there (torchvision.io.decode_jpeg), as in nacvae pretrain.
+    for batch in train_batches(data, keys, 2, 0, workers, device):
         if not device_augment:
             yield batch[:, 0], batch[:, 1]
             continue
@@ -102,6 +105,8 @@ def timed(pairs, count: int, warmup: int, step=None) -> float:
         if step is not None:
             step(x1, x2)
         images += len(x1)
+    if x1.is_cuda:  # the last batch's work is queued, not done
+        torch.cuda.synchronize(x1.device)
     seconds = time.perf_counter() - start
     del it
     return images / seconds
@@ -116,6 +121,7 @@ def main(argv=None) -> None:
     parser.add_argument("--batches", type=int, default=8, help="timed batches, data only [8]")
     parser.add_argument("--steps", type=int, default=3, help="timed training steps [3]")
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (JPEGs then decoded on the GPU) [cpu]")
     args = parser.parse_args(argv)
     if args.make:
         make_folder(args.folder, args.make)
@@ -128,21 +134,30 @@ def main(argv=None) -> None:
 
     cfg = AugmentConfig(size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_scale=(1.0, 1.0),
                         crop_ratio=(1.0, 1.0))
-    run = resolve_config("imagenet", arch="resnet18", batch_size=args.batch_size, device="cpu")
-    method = build_pretrain_method(run, (3, 224, 224))
-    prepare_method(method, torch.device("cpu"), amp=False)
+    from nacvae.train.precision import resolve_amp
+
+    device = torch.device(args.device)
+    run = resolve_config("imagenet", arch="resnet18", batch_size=args.batch_size, device=args.device)
+    method = build_pretrain_method(run, (3, 224, 224)).to(device)
+    prepare_method(method, device, amp=resolve_amp(device, None))
     method.train()
     optimizer = build_optimizer("lars", [p for p in method.parameters() if p.requires_grad], 0.3, 1e-6)
-    gen = torch.Generator().manual_seed(0)
-    step = lambda x1, x2: train_step(method, optimizer, x1, x2, gen)  # noqa: E731
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def step(x1, x2):
+        train_step(method, optimizer, x1, x2, gen)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
     print(f"# {len(open_dataset('imagenet', 'train', args.folder))} images in {args.folder}, batch {args.batch_size}, "
-          f"{args.workers} workers, torch threads {torch.get_num_threads()}, cores {os.cpu_count()}")
+          f"{args.workers} workers, torch threads {torch.get_num_threads()}, cores {os.cpu_count()}, "
+          f"device {device}")
     pipelines = {
-        "nacvae": lambda: nacvae_loader(args.folder, args.batch_size, args.workers, cfg),
-        "torchvision": lambda: torchvision_loader(args.folder, args.batch_size, args.workers),
+        "nacvae": lambda: nacvae_loader(args.folder, args.batch_size, args.workers, cfg, device),
+        "torchvision": lambda: torchvision_loader(args.folder, args.batch_size, args.workers, device),
     }
-    rate = timed(nacvae_loader(args.folder, args.batch_size, args.workers, cfg, False), args.batches, args.warmup)
+    rate = timed(nacvae_loader(args.folder, args.batch_size, args.workers, cfg, device, False), args.batches,
+                 args.warmup)
     print(f"{'nacvae':12s} {'workers only':14s} {rate:8.1f} images/s ({args.batches} batches timed)", flush=True)
     for what, count, fn in (("data only", args.batches, None), ("training step", args.steps, step)):
         for name, make in pipelines.items():
