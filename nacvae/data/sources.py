@@ -1,9 +1,11 @@
-"""Dataset sources: every dataset is loaded whole into memory as a uint8 tensor.
+"""In-memory dataset sources: each is loaded whole into memory as a uint8 tensor.
 
 Supported names: ``digits`` (scikit-learn's bundled 8x8 digits), ``fashion-mnist``
 (gzipped IDX files), ``cifar10`` (torchvision's python-pickle layout) and
-``folder:PATH`` (a folder of image files). Nothing is cached on disk; the only thing
-ever written is a download of CIFAR-10 or Fashion-MNIST into ``data_dir`` when asked.
+``folder:PATH`` (a folder of image files; ``nacvae.data.catalog`` streams a large one
+instead). Nothing is cached on disk; the only thing ever written is a download of
+CIFAR-10 or Fashion-MNIST into ``data_dir`` when asked. The streamed datasets (ImageNet,
+FLICKR-25K, shards) are in ``nacvae.data.catalog``.
 """
 
 from __future__ import annotations
