@@ -23,11 +23,14 @@ def _encoder_options(command):
         click.option("--code-dim", type=int, default=None, help="Code length D of the random baseline [128]."),
         data_options(
             default=None,
-            data_help="Dataset: digits, fashion-mnist, cifar10 or folder:PATH [the run's; digits for --init].",
+            data_help="Dataset: digits, fashion-mnist, cifar10, imagenet, flickr25k or folder:PATH [the run's; digits "
+                      "for --init].",
             dir_help="Where datasets live [the run's, else $NACVAE_DATA_DIR or ~/.cache/nacvae/data].",
         ),
         click.option("--image-size", type=int, default=None,
-                     help="Side folder images are resized to, for --init random [32]."),
+                     help="Side folder images are resized to, for --init random [32; imagenet, flickr25k: 224]."),
+        click.option("--workers", type=int, default=None,
+                     help="DataLoader worker processes that decode streamed datasets [the cores but one, at most 8]."),
         click.option("--batch-size", type=int, default=1000, show_default=True, help="Images per batch."),
         click.option("--seed", type=int, default=0, show_default=True,
                      help="Seed of the random baseline's weights (and of the linear classifier)."),
@@ -114,7 +117,8 @@ def linear(protocol: str, epochs: int, lr: float, **opts) -> None:
     encoder, meta, data, data_dir, device, size = _prepare(opts)
     with _bars(opts):
         r = evaluate_linear(encoder, data, data_dir, protocol=protocol, epochs=epochs, batch_size=opts["batch_size"],
-                            lr=lr, seed=opts["seed"], device=device, image_size=size, download=opts["download"])
+                            lr=lr, seed=opts["seed"], device=device, image_size=size, download=opts["download"],
+                            workers=opts["workers"])
     if protocol == "fast":
         how = "features computed once, no augmentation"
     else:
@@ -153,15 +157,18 @@ def retrieval(topk: int | None, count_empty: bool, split_seed: int, queries_per_
     with _bars(opts):
         r = evaluate_retrieval(encoder, data, data_dir, topk=topk, count_empty=count_empty, seed=split_seed,
                                queries_per_class=queries_per_class, batch_size=opts["batch_size"], device=device,
-                               image_size=size, download=opts["download"], ranking=ranking)
+                               image_size=size, download=opts["download"], ranking=ranking,
+                               workers=opts["workers"])
     empty = "counted as 0" if count_empty else "left out"
+    drawn = (f"{r['queries_per_class']} per class" if r["queries_per_class"] is not None
+             else "drawn from all images; relevant = shares a label")
     if ranking == "hamming":
         how = "Hamming retrieval", "ties by gallery index"
     else:
         how = "Retrieval ranked as the paper's code does ({0,1} inner product)", "ties as numpy's default sort leaves them"
     text = [
         f"{how[0]} on {data} ({r['split']} split, seed {r['split_seed']}): "
-        f"{r['num_queries']} queries ({r['queries_per_class']} per class), gallery {r['gallery_size']}",
+        f"{r['num_queries']} queries ({drawn}), gallery {r['gallery_size']}",
         f"  {r['bits']}-bit codes sgn(a); {how[1]}; queries without a relevant item {empty}",
         f"  {r['metric']}: {r['map']:.4f}",
     ]
@@ -178,7 +185,7 @@ def codes(split: str, **opts) -> None:
     encoder, meta, data, data_dir, device, size = _prepare(opts)
     with _bars(opts):
         r = evaluate_codes(encoder, data, data_dir, split=split, batch_size=opts["batch_size"], device=device,
-                           image_size=size, download=opts["download"])
+                           image_size=size, download=opts["download"], workers=opts["workers"])
     hamming = r["mean_pairwise_hamming"]
     hamming_text = "undefined (one image)" if not math.isfinite(hamming) else (
         f"{hamming:.2f} of {r['code_length']} bits ({_pct(r['mean_pairwise_hamming_fraction'])})")

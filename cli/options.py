@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-DATA_HELP = "Dataset: digits (bundled), fashion-mnist, cifar10, or folder:PATH (a folder of images)."
+DATA_HELP = ("Dataset: digits (bundled), fashion-mnist, cifar10, imagenet, flickr25k (both under --data-dir), "
+             "folder:PATH (a folder of images) or webdataset:URL_PATTERN (tar shards).")
 DATA_DIR_HELP = "Where datasets live (default: $NACVAE_DATA_DIR or ~/.cache/nacvae/data)."
 
 

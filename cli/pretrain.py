@@ -47,7 +47,10 @@ from nacvae.cli.options import check_resume, data_options
               help="InsDis: memory-bank entries drawn per step for NCE, or 0 for the exact softmax over the bank "
                    "[exact up to 50,000 training images, else 4096].")
 @click.option("--bank-momentum", type=float, default=None, help="InsDis: memory-bank momentum [0.5].")
-@click.option("--image-size", type=int, default=None, help="Side that folder images are resized to [32].")
+@click.option("--image-size", type=int, default=None,
+              help="Side that folder images are resized to [32]; the crop size of imagenet, flickr25k and shards [224].")
+@click.option("--workers", type=int, default=None,
+              help="DataLoader worker processes that decode streamed datasets [the cores but one, at most 8].")
 @click.option("--seed", type=int, default=None, help="Random seed; the same seed repeats the run exactly on CPU [0].")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N; under torchrun auto, cpu or cuda [auto].")
 @click.option("--amp/--no-amp", default=None,

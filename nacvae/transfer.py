@@ -9,7 +9,7 @@ import torch
 
 from nacvae.checkpoint import backbone_state_dict, check_meta, load_checkpoint
 from nacvae.errors import CheckpointError, ConfigError
-from nacvae.models.backbones import build_backbone
+from nacvae.models.backbones import build_backbone, stem_for
 from nacvae.models.heads import PretrainEncoder
 from nacvae.runs import CHECKPOINT
 
@@ -36,7 +36,7 @@ def load_encoder(path: str | Path, arch: str | None = None,
     ckpt = load_checkpoint(path, kind="pretrain", expect=expect)
     meta = check_meta(path, ckpt)
     channels, size = meta["image_shape"][0], meta["image_shape"][1]
-    backbone, feature_dim = build_backbone(meta["arch"], channels, size)
+    backbone, feature_dim = build_backbone(meta["arch"], channels, size, stem=stem_for(meta.get("dataset")))
     encoder = PretrainEncoder(backbone, feature_dim, meta["code_dim"], predictor=meta["objective"] == "nac")
     prefix = "encoder."
     state = {k[len(prefix):]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
@@ -49,11 +49,12 @@ def load_encoder(path: str | Path, arch: str | None = None,
 
 
 def random_encoder(arch: str, image_shape: tuple[int, int, int], code_dim: int = 128,
-                   seed: int = 0) -> tuple[PretrainEncoder, dict[str, Any]]:
-    """The randomly initialised baseline: same architecture and heads, no training."""
+                   seed: int = 0, dataset: str | None = None) -> tuple[PretrainEncoder, dict[str, Any]]:
+    """The randomly initialised baseline: same architecture and heads (and the ResNet stem
+    of ``dataset``), no training."""
     with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
         torch.manual_seed(seed)
-        backbone, feature_dim = build_backbone(arch, image_shape[0], image_shape[1])
+        backbone, feature_dim = build_backbone(arch, image_shape[0], image_shape[1], stem=stem_for(dataset))
         encoder = PretrainEncoder(backbone, feature_dim, code_dim)
     return encoder, {"arch": arch, "objective": "random", "code_dim": code_dim, "image_shape": list(image_shape),
                      "feature_dim": feature_dim, "checkpoint": None, "seed": seed}
@@ -80,7 +81,8 @@ def export_backbone(path: str | Path, out: str | Path, overwrite: bool = False) 
     ckpt = load_checkpoint(path, kind="pretrain")
     meta = check_meta(path, ckpt)
     sd = OrderedDict(backbone_state_dict(ckpt))
-    backbone, _ = build_backbone(meta["arch"], meta["image_shape"][0], meta["image_shape"][1])
+    backbone, _ = build_backbone(meta["arch"], meta["image_shape"][0], meta["image_shape"][1],
+                                 stem=stem_for(meta.get("dataset")))
     try:
         backbone.load_state_dict(sd)
     except RuntimeError as exc:

@@ -1,4 +1,4 @@
-"""Datasets held in memory as uint8 tensors, and batched on-device augmentation."""
+"""Datasets (held in memory as uint8 tensors, or streamed: ``catalog.open_dataset``) and batched on-device augmentation."""
 
 from nacvae.data.augment import AugmentConfig, augment, default_augment, normalize, two_views
 from nacvae.data.sources import (

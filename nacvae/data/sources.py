@@ -1,9 +1,11 @@
-"""Dataset sources: every dataset is loaded whole into memory as a uint8 tensor.
+"""In-memory dataset sources: each is loaded whole into memory as a uint8 tensor.
 
 Supported names: ``digits`` (scikit-learn's bundled 8x8 digits), ``fashion-mnist``
 (gzipped IDX files), ``cifar10`` (torchvision's python-pickle layout) and
-``folder:PATH`` (a folder of image files). Nothing is cached on disk; the only thing
-ever written is a download of CIFAR-10 or Fashion-MNIST into ``data_dir`` when asked.
+``folder:PATH`` (a folder of image files; ``nacvae.data.catalog`` streams a large one
+instead). Nothing is cached on disk; the only thing ever written is a download of
+CIFAR-10 or Fashion-MNIST into ``data_dir`` when asked. The streamed datasets (ImageNet,
+FLICKR-25K, shards) are in ``nacvae.data.catalog``.
 """
 
 from __future__ import annotations
@@ -161,8 +163,15 @@ def channel_stats(
     raise ConfigError(_unknown_name_message(name))
 
 
+# Datasets read batch by batch (nacvae.data.catalog), which load_dataset cannot hold.
+_STREAMED_NAMES = ("imagenet", "flickr25k")
+
+
 def _unknown_name_message(name: str) -> str:
     known = ", ".join(DATASET_NAMES)
+    if name.lower() in _STREAMED_NAMES or name.startswith("webdataset:"):
+        return (f"The dataset {name} is read batch by batch and this command needs one held in memory; "
+                f"choose one of {known} or folder:PATH.")
     return f"Unknown dataset {name!r}; choose one of {known} or folder:PATH."
 
 
@@ -588,7 +597,43 @@ def _load_folder(path: Path, split: str, size: int) -> ImageData:
         raise DataError(f"{where} cannot be read ({exc.strerror or exc}); check its permissions.") from None
 
 
+@dataclass
+class FolderListing:
+    """One split of an image folder before decoding: files, labels, class names, channels."""
+
+    files: list[Path]
+    labels: np.ndarray | None
+    classes: list[str] | None
+    gray: bool
+    name: str
+
+
+def list_folder(path: Path, split: str) -> FolderListing:
+    """The files of one split of ``folder:PATH`` (headers read, no image decoded)."""
+    try:
+        return _list_folder(path, split)
+    except OSError as exc:  # a folder or file the user may not read
+        where = exc.filename or path
+        raise DataError(f"{where} cannot be read ({exc.strerror or exc}); check its permissions.") from None
+
+
+def folder_decoded_bytes(listing: FolderListing, size: int) -> int:
+    """Bytes of the split decoded as uint8 squares of ``size`` pixels."""
+    return len(listing.files) * (1 if listing.gray else 3) * size * size
+
+
 def _read_folder(path: Path, split: str, size: int) -> ImageData:
+    listing = _list_folder(path, split)
+    images = _read_images(listing.files, size, listing.gray)
+    return ImageData(
+        images=images,
+        labels=None if listing.labels is None else torch.from_numpy(listing.labels),
+        classes=listing.classes,
+        name=listing.name,
+    )
+
+
+def _list_folder(path: Path, split: str) -> FolderListing:
     path = path.expanduser().resolve()
     name = FOLDER_PREFIX + str(path)
     if not path.is_dir():
@@ -633,12 +678,4 @@ def _read_folder(path: Path, split: str, size: int) -> ImageData:
         files = [files[i] for i in keep]
         if labels is not None:
             labels = labels[keep]
-
-    images = _read_images(files, size, gray)
-    return ImageData(
-        images=images,
-        labels=None if labels is None else torch.from_numpy(labels),
-        classes=classes,
-        name=name,
-    )
-
+    return FolderListing(files, labels, classes, gray, name)

@@ -13,11 +13,13 @@ import torch
 
 from nacvae.errors import ConfigError, DataError
 
-__all__ = ["default_queries_per_class", "paper_cifar10_split", "retrieval_split"]
+__all__ = ["default_queries_per_class", "paper_cifar10_split", "random_retrieval_split", "retrieval_split"]
 
 # Queries per class for datasets other than the paper's. Fashion-MNIST keeps the
 # retrieval cost moderate (1,000 queries against a 69,000-image gallery).
 _QUERIES_PER_CLASS = {"cifar10": 1000, "fashion-mnist": 100}
+# ImageNet: 5 per class (5,000 queries), fewer when a class is small (a sample folder).
+_IMAGENET_QUERIES_PER_CLASS = 5
 # Elsewhere: this fraction of the smallest class, at least one image.
 _SMALL_DATASET_FRACTION = 0.1
 
@@ -93,7 +95,8 @@ def paper_cifar10_split(labels: torch.Tensor, seed: int = 0) -> dict[str, torch.
 def default_queries_per_class(dataset_name: str, labels: torch.Tensor) -> int:
     """Queries per class for a dataset's retrieval split.
 
-    ``cifar10``: 1,000 (the paper). ``fashion-mnist``: 100. Any other dataset (for
+    ``cifar10``: 1,000 (the paper). ``fashion-mnist``: 100. ``imagenet``: 5 (5,000 queries
+    against the other 1.33 million train+val images), or the rule below when that is less. Any other dataset (for
     example ``digits`` or an image folder): 10% of the smallest class, at least 1.
     """
     name = dataset_name.strip().lower().replace("_", "-")
@@ -103,4 +106,31 @@ def default_queries_per_class(dataset_name: str, labels: torch.Tensor) -> int:
         return _QUERIES_PER_CLASS[name]
     labels = _check_labels(labels)
     smallest = int(torch.unique(labels, return_counts=True)[1].min())
-    return max(1, int(smallest * _SMALL_DATASET_FRACTION))
+    generic = max(1, int(smallest * _SMALL_DATASET_FRACTION))
+    return min(_IMAGENET_QUERIES_PER_CLASS, generic) if name == "imagenet" else generic
+
+
+def random_retrieval_split(n: int, num_queries: int, num_train: int | None, seed: int) -> dict[str, torch.Tensor]:
+    """A split that ignores labels (for multi-label data): ``num_queries`` random queries,
+    every other item in the gallery, and ``num_train`` random gallery items (all of the
+    gallery when None) as the training set. One ``torch`` generator seeded with ``seed``
+    draws the queries and then the training items. Returns sorted int64 tensors."""
+    for name, value in (("num_queries", num_queries), ("num_train", num_train)):
+        if value is None and name == "num_train":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+    if num_queries + (num_train or 1) > n:
+        raise ConfigError(f"The split needs {num_queries} queries and {num_train or 1} gallery images, "
+                          f"but there are only {n} images.")
+    generator = torch.Generator().manual_seed(int(seed))
+    order = torch.randperm(n, generator=generator)
+    query = order[:num_queries].sort().values
+    is_query = torch.zeros(n, dtype=torch.bool)
+    is_query[query] = True
+    gallery = torch.nonzero(~is_query).flatten()
+    if num_train is None:
+        train = gallery.clone()
+    else:
+        train = gallery[torch.randperm(len(gallery), generator=generator)[:num_train]].sort().values
+    return {"query": query, "gallery": gallery, "train": train}

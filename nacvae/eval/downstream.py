@@ -27,10 +27,17 @@ import torch
 from torch import nn
 
 from nacvae.data.augment import AugmentConfig, augment, default_augment, normalize
-from nacvae.data.sources import FOLDER_PREFIX, ImageData, channel_stats, load_dataset
+from nacvae.data.catalog import dataset_stats, open_dataset
+from nacvae.data.sources import FOLDER_PREFIX, ImageData
+from nacvae.data.stream import StreamedImages, default_workers, eval_batches, train_batches
 from nacvae.errors import CheckpointError, ConfigError, DataError
 from nacvae.eval.codes import code_statistics
-from nacvae.eval.linear import extract_features, train_linear_classifier, train_linear_probe_augmented
+from nacvae.eval.linear import (
+    extract_features,
+    train_linear_classifier,
+    train_linear_probe_augmented,
+    train_linear_probe_streamed,
+)
 from nacvae.eval.retrieval import mean_average_precision
 from nacvae.models.backbones import fast_layout
 from nacvae.progress import bar
@@ -97,7 +104,7 @@ def _load_plain_state_dict(path: Path) -> dict[str, torch.Tensor] | None:
 
 
 def _dataset_shape(data: str, data_dir, image_size: int | None, download: bool) -> tuple[int, int, int]:
-    return load_dataset(data, "train", data_dir, download=download, image_size=image_size).image_shape
+    return open_dataset(data, "train", data_dir, download=download, image_size=image_size).image_shape
 
 
 def resolve_encoder(
@@ -138,7 +145,7 @@ def resolve_encoder(
             raise ConfigError(f"--code-dim must be a positive integer, got {code_dim!r}.")
         shape = _dataset_shape(data, data_dir, image_size, download)
         arch = _default_arch(data) if arch is None else arch
-        encoder, meta = random_encoder(arch, shape, code_dim=code_dim, seed=seed)
+        encoder, meta = random_encoder(arch, shape, code_dim=code_dim, seed=seed, dataset=data)
         meta = {**meta, "run": None}
         return encoder.eval(), meta, data, None if data_dir is None else str(data_dir)
 
@@ -181,7 +188,7 @@ def _default_arch(data: str) -> str:
 
 
 def _backbone_from_state_dict(path, state, arch, data, data_dir, image_size, download):
-    from nacvae.models.backbones import build_backbone
+    from nacvae.models.backbones import build_backbone, stem_for
 
     if arch is None:
         raise CheckpointError(
@@ -189,7 +196,7 @@ def _backbone_from_state_dict(path, state, arch, data, data_dir, image_size, dow
         )
     data = data or DEFAULT_DATA
     shape = _dataset_shape(data, data_dir, image_size, download)
-    backbone, feature_dim = build_backbone(arch, shape[0], shape[1])
+    backbone, feature_dim = build_backbone(arch, shape[0], shape[1], stem=stem_for(data))
     try:
         backbone.load_state_dict(state)
     except RuntimeError:
@@ -247,15 +254,36 @@ def _check_channels(encoder: nn.Module, have: int, name: str) -> None:
         )
 
 
-def _load(name: str, split: str, data_dir, image_size, download) -> ImageData:
-    return load_dataset(name, split, data_dir, download=download, image_size=image_size)
+def _load(name: str, split: str, data_dir, image_size, download) -> ImageData | StreamedImages:
+    return open_dataset(name, split, data_dir, download=download, image_size=image_size)
 
 
-def _stats(name: str, data_dir, image_size, download, train: ImageData | None = None):
+def _stats(name: str, data_dir, image_size, download, train=None, workers: int | None = None):
     """The dataset's channel statistics; a folder's are computed from its train split, as in pretraining."""
     if name.startswith(FOLDER_PREFIX) and train is None:
         train = _load(name, "train", data_dir, image_size, download)
-    return channel_stats(name, train)
+    return dataset_stats(name, train, workers=_workers(workers))
+
+
+def _workers(workers: int | None) -> int:
+    if workers is None:
+        return default_workers()
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ConfigError(f"--workers must be a non-negative integer, got {workers!r}.")
+    return workers
+
+
+@torch.no_grad()
+def _streamed_outputs(fn, data: StreamedImages, mean, std, batch_size: int, device, workers: int,
+                      indices=None, desc: str = "codes") -> torch.Tensor:
+    """``fn`` (codes or features) of the evaluation images of ``data`` (all, or ``indices``),
+    decoded batch by batch; the result is on the CPU."""
+    n = len(data) if indices is None else len(indices)
+    parts = []
+    batches = eval_batches(data, batch_size, workers, device, indices)
+    for batch in bar(batches, total=-(-n // batch_size), desc=desc, unit="batch"):
+        parts.append(fn(normalize(batch, mean, std)).cpu())
+    return torch.cat(parts)
 
 
 @torch.no_grad()
@@ -296,6 +324,7 @@ def evaluate_linear(
     device="cpu",
     image_size: int | None = None,
     download: bool = True,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Linear classification accuracy of the frozen backbone's features h.
 
@@ -306,6 +335,11 @@ def evaluate_linear(
     computed; test images are only normalised. Both: ``nn.Linear`` from the features to
     the classes, SGD with Nesterov momentum 0.9, no weight decay, ``lr`` decayed to 0 by a
     per-step cosine over ``epochs``, ``batch_size`` images per step.
+
+    Streamed datasets (ImageNet) are decoded batch by batch by ``workers`` processes:
+    evaluation images are resized and centre-cropped; with the paper protocol each training
+    image is a fresh random-resized crop, flipped with probability 0.5. Multi-label data
+    (FLICKR-25K) is refused: a linear probe scores one class per image.
     """
     if protocol not in PROTOCOLS:
         raise ConfigError(f"Unknown linear protocol '{protocol}'; choose fast or paper.")
@@ -314,6 +348,9 @@ def evaluate_linear(
     start = time.perf_counter()
     train = _load(data, "train", data_dir, image_size, download)
     test = _load(data, "test", data_dir, image_size, download)
+    if isinstance(train, StreamedImages) and train.multi_label:
+        raise DataError(f"The linear probe scores one class per image, and {data} is multi-label; "
+                        "evaluate its codes with `nacvae eval retrieval` instead.")
     if train.labels is None or test.labels is None or not train.classes:
         raise DataError(
             f"Linear evaluation needs class labels, and the dataset {data} has none "
@@ -321,11 +358,14 @@ def evaluate_linear(
         )
     _check_channels(encoder, train.image_shape[0], data)
     num_classes = len(train.classes)
-    mean, std = _stats(data, data_dir, image_size, download, train)
+    mean, std = _stats(data, data_dir, image_size, download, train, workers)
     backbone = fast_layout(encoder, device).eval().backbone
     norm = lambda x: normalize(x, mean, std)  # noqa: E731
     extra: dict[str, Any] = {}
-    if protocol == "fast":
+    if isinstance(train, StreamedImages):
+        out, extra = _linear_streamed(backbone, train, test, num_classes, protocol, mean, std, epochs, batch_size,
+                                      lr, seed, device, _workers(workers))
+    elif protocol == "fast":
         train_x = extract_features(backbone, train.images, norm, batch_size, device)
         test_x = extract_features(backbone, test.images, norm, batch_size, device)
         out = train_linear_classifier(train_x, train.labels, test_x, test.labels, num_classes, epochs=epochs,
@@ -362,6 +402,42 @@ def evaluate_linear(
     }
 
 
+def _linear_streamed(backbone, train: StreamedImages, test: StreamedImages, num_classes: int, protocol: str,
+                     mean, std, epochs: int, batch_size: int, lr: float, seed: int, device, workers: int):
+    """The linear probe on streamed data: (``train_linear_*``'s result, extra fields)."""
+    def features(x):
+        return torch.flatten(backbone(x), 1).float()
+
+    test_x = _streamed_outputs(features, test, mean, std, batch_size, device, workers, desc="features")
+    if protocol == "fast":
+        train_x = _streamed_outputs(features, train, mean, std, batch_size, device, workers, desc="features")
+        out = train_linear_classifier(train_x, train.labels, test_x, test.labels, num_classes, epochs=epochs,
+                                      batch_size=batch_size, lr=lr, seed=seed, device=device)
+        return out, {"augmentation": None}
+    # Paper protocol: a random-resized crop per image from the workers (imagenet crop), or the
+    # in-memory crop of the batched augmentation (streamed folders); then a flip on the device.
+    base = default_augment(train.name, train.image_shape, mean, std)
+    if train.crop == "imagenet":
+        from nacvae.data.stream import CROP_RATIO, CROP_SCALE
+
+        scale, ratio, device_scale, device_ratio = CROP_SCALE, CROP_RATIO, (1.0, 1.0), (1.0, 1.0)
+    else:
+        scale, ratio = base.crop_scale, base.crop_ratio
+        device_scale, device_ratio = scale, ratio
+    cfg = AugmentConfig(size=train.size, mean=mean, std=std, crop_scale=device_scale, crop_ratio=device_ratio,
+                        flip_p=base.flip_p, jitter_p=0.0, gray_p=0.0)
+    gen = torch.Generator(device=device).manual_seed(int(seed))
+
+    def epoch_batches(epoch: int, order: torch.Tensor, size: int):
+        keys = [[(epoch, int(i)) for i in order[s:s + size]] for s in range(0, len(order), size)]
+        for batch in train_batches(train, keys, 1, seed, workers, device):
+            yield augment(batch[:, 0] if batch.dim() == 5 else batch, cfg, gen)
+
+    out = train_linear_probe_streamed(backbone, epoch_batches, train.labels, test_x, test.labels, num_classes,
+                                      epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device)
+    return out, {"augmentation": {"crop_scale": list(scale), "crop_ratio": list(ratio), "flip_p": cfg.flip_p}}
+
+
 # --------------------------------------------------------------------------- retrieval
 
 # hamming: Hamming distance, ties by gallery index; paper: the paper code's {0,1} inner product.
@@ -381,6 +457,7 @@ def evaluate_retrieval(
     image_size: int | None = None,
     download: bool = True,
     ranking: str = "hamming",
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Hamming-ranking mAP@topk of the codes sgn(a) on the retrieval split of ``data``.
 
@@ -392,8 +469,14 @@ def evaluate_retrieval(
     ``ranking="paper"`` the gallery is ranked as the paper's code does it instead: by the
     inner product of {0,1} codes, ties as numpy's default sort leaves them
     (``nacvae.eval.paper_ranking``).
+
+    Streamed datasets are decoded batch by batch by ``workers`` processes. FLICKR-25K is
+    multi-label: its split draws 2,000 queries from all labelled images
+    (``nacvae.data.flickr``), and a gallery item is relevant when it shares a label with
+    the query.
     """
-    from nacvae.data.pool import retrieval_pool
+    from nacvae.data.catalog import streams
+    from nacvae.data.pool import retrieval_pool, streamed_retrieval_pool
     from nacvae.eval.paper_ranking import paper_mean_average_precision
 
     if ranking not in RANKINGS:
@@ -408,19 +491,30 @@ def evaluate_retrieval(
         raise ConfigError(f"--queries-per-class must be a positive integer, got {queries_per_class!r}.")
     device = _device(device)
     start = time.perf_counter()
-    pool = retrieval_pool(data, data_dir, image_size, download=download, seed=seed,
-                          queries_per_class=queries_per_class)
-    classes = int(torch.unique(pool.labels).numel())
+    streamed = streams(data, image_size)
+    make_pool = streamed_retrieval_pool if streamed else retrieval_pool
+    extra = {} if streamed else {"download": download}
+    pool = make_pool(data, data_dir, image_size, seed=seed, queries_per_class=queries_per_class, **extra)
+    multi_label = pool.labels.dim() == 2
+    if multi_label and ranking != "hamming":
+        raise ConfigError(f"--ranking {ranking} takes one class per image, and {data} is multi-label; "
+                          "use --ranking hamming.")
+    classes = int(pool.labels.shape[1]) if multi_label else int(torch.unique(pool.labels).numel())
     if classes < 2:  # every gallery item would be relevant to every query: mAP 1 for any codes
         raise DataError(f"Retrieval needs at least 2 classes, and the dataset {data} has {classes}.")
     query, gallery = pool.split["query"], pool.split["gallery"]
     if topk is not None and topk > len(gallery):
         raise ConfigError(f"--topk is {topk} but the gallery holds only {len(gallery)} images.")
-    _check_channels(encoder, int(pool.images.shape[1]), data)
-    mean, std = _stats(data, data_dir, image_size, download)
+    _check_channels(encoder, pool.stream.channels if streamed else int(pool.images.shape[1]), data)
+    mean, std = _stats(data, data_dir, image_size, download, workers=workers)
     encoder = fast_layout(encoder, device).eval()
-    q_codes = _codes(encoder, pool.images[query], mean, std, batch_size, device)
-    g_codes = _codes(encoder, pool.images[gallery], mean, std, batch_size, device)
+    if streamed:
+        w = _workers(workers)
+        q_codes = _streamed_outputs(encoder.codes, pool.stream, mean, std, batch_size, device, w, query)
+        g_codes = _streamed_outputs(encoder.codes, pool.stream, mean, std, batch_size, device, w, gallery)
+    else:
+        q_codes = _codes(encoder, pool.images[query], mean, std, batch_size, device)
+        g_codes = _codes(encoder, pool.images[gallery], mean, std, batch_size, device)
     score = mean_average_precision if ranking == "hamming" else paper_mean_average_precision
     value = score(q_codes, pool.labels[query], g_codes, pool.labels[gallery], topk=topk, count_empty=count_empty)
     described = pool.describe()
@@ -435,12 +529,25 @@ def evaluate_retrieval(
         "ranking": ranking,
         "ties": "gallery-index" if ranking == "hamming" else "numpy-default-argsort",
         "empty_queries": "zero" if count_empty else "excluded",
-        "split": "paper" if data.lower() == "cifar10" else "analogue",
+        "split": _split_name(data, pool),
+        "relevance": "shares a label" if multi_label else "same label",
         "queries_per_class": described["queries_per_class"],
         "split_seed": described["split_seed"],
         "dataset": data,
         "seconds": round(time.perf_counter() - start, 2),
     }
+
+
+def _split_name(data: str, pool) -> str:
+    """"paper" for the paper's splits (CIFAR-10, and FLICKR-25K at its full size), else "analogue"."""
+    if data.lower() == "cifar10":
+        return "paper"
+    if data.lower() == "flickr25k":
+        from nacvae.data.flickr import PAPER_QUERIES, PAPER_TRAIN
+
+        sizes = (len(pool.split["query"]), len(pool.split["train"]))
+        return "paper" if sizes == (PAPER_QUERIES, PAPER_TRAIN) else "analogue"
+    return "analogue"
 
 
 # ----------------------------------------------------------------------- code spread
@@ -455,6 +562,7 @@ def evaluate_codes(
     device="cpu",
     image_size: int | None = None,
     download: bool = True,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Statistics of the codes sgn(a) of every image of one split (``code_statistics``).
 
@@ -467,8 +575,12 @@ def evaluate_codes(
     start = time.perf_counter()
     images = _load(data, split, data_dir, image_size, download)
     _check_channels(encoder, images.image_shape[0], data)
-    mean, std = _stats(data, data_dir, image_size, download, images if split == "train" else None)
-    codes = _codes(fast_layout(encoder, device).eval(), images.images, mean, std, batch_size, device)
+    mean, std = _stats(data, data_dir, image_size, download, images if split == "train" else None, workers)
+    encoder = fast_layout(encoder, device).eval()
+    if isinstance(images, StreamedImages):
+        codes = _streamed_outputs(encoder.codes, images, mean, std, batch_size, device, _workers(workers))
+    else:
+        codes = _codes(encoder, images.images, mean, std, batch_size, device)
     stats = code_statistics(codes)
     hamming = stats["mean_pairwise_hamming"]
     return {

@@ -17,7 +17,7 @@ saw during its last epoch (augmented ones in the paper protocol), before each st
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from nacvae.errors import ConfigError, DataError, TrainingError
 from nacvae.progress import bar
 
-__all__ = ["extract_features", "train_linear_classifier", "train_linear_probe_augmented"]
+__all__ = ["extract_features", "train_linear_classifier", "train_linear_probe_augmented", "train_linear_probe_streamed"]
 
 
 def _check_options(num_classes, epochs, batch_size, lr, momentum, nesterov, weight_decay) -> None:
@@ -86,9 +86,13 @@ def _fit(
     weight_decay: float,
     generator: torch.Generator,
     device,
+    epoch_features: Callable[[torch.Tensor], Iterator[torch.Tensor]] | None = None,
 ) -> tuple[nn.Linear, dict]:
     """Train the classifier; ``batch_features(indices, device_indices)`` gives features on
-    ``device`` for the examples ``indices`` (on the CPU; the same on ``device``)."""
+    ``device`` for the examples ``indices`` (on the CPU; the same on ``device``).
+
+    ``epoch_features(order)``, when given, is used instead: an iterator over the features of
+    each step's examples of the epoch's ``order``, in turn (a loader that reads ahead)."""
     classifier = _new_classifier(num_features, num_classes, generator).to(device)
     optimizer = torch.optim.SGD(
         classifier.parameters(), lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay
@@ -106,12 +110,14 @@ def _fit(
         correct = torch.zeros((), dtype=torch.long, device=device)
         loss_sum = torch.zeros((), device=device)
         seen = 0
+        streamed = None if epoch_features is None else epoch_features(order)
         for s in range(0, n, batch_size):
             idx, idx_on_device = order[s : s + batch_size], order_on_device[s : s + batch_size]
             for group in optimizer.param_groups:
                 group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
             target = labels[idx_on_device]
-            logits = classifier(batch_features(idx, idx_on_device))
+            features = next(streamed) if streamed is not None else batch_features(idx, idx_on_device)
+            logits = classifier(features)
             loss = F.cross_entropy(logits, target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -266,4 +272,48 @@ def train_linear_probe_augmented(
     )
     stats["test_accuracy"] = _accuracy(classifier, test_x, test_y.cpu(), batch_size, device)
     stats.update(num_test=len(test_x), feature_dim=int(test_x.shape[1]), protocol="paper")
+    return stats
+
+
+def train_linear_probe_streamed(
+    backbone: nn.Module,
+    epoch_batches: Callable[[int, torch.Tensor, int], Iterator[torch.Tensor]],
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    num_classes: int,
+    epochs: int = 100,
+    batch_size: int = 1000,
+    lr: float = 1.0,
+    seed: int = 0,
+    device="cpu",
+    momentum: float = 0.9,
+    nesterov: bool = True,
+    weight_decay: float = 0.0,
+) -> dict:
+    """The "paper" protocol on streamed images: as ``train_linear_probe_augmented``, but each
+    epoch's augmented training batches come from ``epoch_batches(epoch, order, batch_size)``,
+    an iterator over normalised image batches on ``device`` in the given order, and the test
+    features are computed beforehand."""
+    _check_options(num_classes, epochs, batch_size, lr, momentum, nesterov, weight_decay)
+    train_y = _check_labels(train_labels, len(train_labels), num_classes, "train labels")
+    test_y = _check_labels(test_labels, len(test_features), num_classes, "test labels")
+    backbone.eval()
+    generator = torch.Generator().manual_seed(int(seed))
+    epoch = [0]
+
+    def epoch_features(order: torch.Tensor) -> Iterator[torch.Tensor]:
+        batches = epoch_batches(epoch[0], order, batch_size)
+        epoch[0] += 1
+        for x in batches:
+            with torch.no_grad():  # not around the yield: the caller's step needs gradients
+                features = torch.flatten(backbone(x), 1).float()
+            yield features
+
+    classifier, stats = _fit(
+        None, train_y, test_features.shape[1], num_classes, epochs, batch_size, lr, momentum, nesterov,
+        weight_decay, generator, device, epoch_features=epoch_features,
+    )
+    stats["test_accuracy"] = _accuracy(classifier, test_features, test_y.cpu(), batch_size, device)
+    stats.update(num_test=len(test_features), feature_dim=int(test_features.shape[1]), protocol="paper")
     return stats

@@ -1,7 +1,11 @@
 """Backbones: feature extractors mapping normalised images [B, C, H, W] to features [B, F].
 
 ResNets and VGG-16-BN keep torchvision's module names, so their state dicts load into a
-torchvision model once its stem is adapted the same way (see ``docs/guide.md``).
+torchvision model once its stem is adapted the same way (see ``docs/guide.md``). ResNets
+have two stems, chosen by the dataset (``stem_for``): the CIFAR stem (3x3 stride-1
+convolution, no max-pool) for small images, and torchvision's own ImageNet stem (7x7
+stride-2 convolution, max-pool) for the 224-px datasets, whose state dicts load into
+``torchvision.models.resnet50()`` unchanged (all but ``fc``).
 """
 
 from __future__ import annotations
@@ -13,6 +17,29 @@ from torch import nn
 from torchvision import models as tvm
 
 from nacvae.errors import ConfigError
+
+
+# Datasets of ImageNet-size images, whose ResNets keep torchvision's stem.
+IMAGENET_STEM_DATASETS = ("imagenet", "flickr25k")
+IMAGENET_STEM_PREFIXES = ("webdataset:",)
+STEMS = ("cifar", "imagenet")
+
+
+def stem_for(dataset: str | None) -> str:
+    """The ResNet stem a dataset's encoders use: "imagenet" for ImageNet-size data, else "cifar"."""
+    name = (dataset or "").lower()
+    if name in IMAGENET_STEM_DATASETS or name.startswith(IMAGENET_STEM_PREFIXES):
+        return "imagenet"
+    return "cifar"
+
+
+def _imagenet_resnet(builder: Callable[..., tvm.ResNet], in_channels: int) -> tuple[nn.Module, int]:
+    net = builder(weights=None)
+    feature_dim = net.fc.in_features
+    if in_channels != 3:
+        net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    net.fc = nn.Identity()
+    return net, feature_dim
 
 
 def _cifar_resnet(builder: Callable[..., tvm.ResNet], in_channels: int) -> tuple[nn.Module, int]:
@@ -80,11 +107,24 @@ ARCHITECTURES: dict[str, tuple[Callable[[int], tuple[nn.Module, int]], int]] = {
 }
 
 
-def build_backbone(arch: str, in_channels: int, image_size: int | None = None) -> tuple[nn.Module, int]:
-    """Build a backbone by name; returns (module, feature dimension)."""
+_IMAGENET_RESNETS = {"resnet18": tvm.resnet18, "resnet50": tvm.resnet50}
+# The ImageNet stem divides the side by 32 before the pooling: smaller images vanish.
+_IMAGENET_MIN_SIZE = 32
+
+
+def build_backbone(arch: str, in_channels: int, image_size: int | None = None,
+                   stem: str = "cifar") -> tuple[nn.Module, int]:
+    """Build a backbone by name; returns (module, feature dimension).
+
+    ``stem`` ("cifar" or "imagenet", see ``stem_for``) applies to the ResNets only.
+    """
     if arch not in ARCHITECTURES:
         raise ConfigError(f"Unknown architecture '{arch}'; choose one of {', '.join(ARCHITECTURES)}.")
+    if stem not in STEMS:
+        raise ValueError(f"unknown stem {stem!r}")
     builder, min_size = ARCHITECTURES[arch]
+    if stem == "imagenet" and arch in _IMAGENET_RESNETS:
+        builder, min_size = (lambda c: _imagenet_resnet(_IMAGENET_RESNETS[arch], c)), _IMAGENET_MIN_SIZE
     if image_size is not None and image_size < min_size:
         raise ConfigError(
             f"Architecture '{arch}' needs images of at least {min_size}x{min_size}, got {image_size}x{image_size}."

@@ -23,6 +23,13 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
                    warmup_steps=500, queue_size=1_024),
     "folder": dict(arch="resnet18", batch_size=256, optimizer="lars", lr=0.75, epochs=200, warmup_steps=500,
                    queue_size=16_384),
+    # 224-px datasets, streamed (experiments/README.md gives the paper's configurations).
+    "imagenet": dict(arch="resnet50", batch_size=256, optimizer="lars", lr=0.3, epochs=200, warmup_epochs=10,
+                     queue_size=65_536),
+    "flickr25k": dict(arch="vgg16_bn", batch_size=1000, optimizer="lars", lr=3.0, steps=10_000, warmup_steps=500,
+                      queue_size=4_096),
+    "webdataset": dict(arch="resnet50", batch_size=256, optimizer="lars", lr=0.3, epochs=200, warmup_epochs=10,
+                       queue_size=65_536),
 }
 
 
@@ -54,7 +61,8 @@ class PretrainConfig:
     amp: bool | None = None            # bf16 autocast for the encoder; None = on for GPUs with native bf16 (train/precision.py)
     compile: bool = False              # torch.compile the backbone(s)
     sync_bn: bool = False              # SyncBatchNorm across processes under torchrun (CUDA only)
-    image_size: int | None = None      # folders only: side the images are resized to
+    image_size: int | None = None      # folders: side the images are resized to; streamed datasets: crop size [224]
+    workers: int | None = None         # streamed datasets: DataLoader worker processes; None = the cores but one, at most 8
     log_every: int = 10
     checkpoint_every: int = 0          # steps; 0 = at the end of every epoch
     teacher: str | None = None         # ssdh / distillhash: a pretraining run, checkpoint or backbone state dict
@@ -72,14 +80,19 @@ class PretrainConfig:
 
 
 def dataset_family(name: str) -> str:
-    return "folder" if name.startswith("folder:") else name
+    if name.startswith("folder:"):
+        return "folder"
+    if name.startswith("webdataset:"):
+        return "webdataset"
+    return name
 
 
 def resolve_config(data: str = "digits", **given: Any) -> PretrainConfig:
     """A configuration from the dataset's defaults, overridden by every value given (not None)."""
     family = dataset_family(data)
     if family not in DATASET_DEFAULTS:
-        known = ", ".join([*DATASET_DEFAULTS][:-1]) + ", folder:PATH"
+        known = ", ".join(k for k in DATASET_DEFAULTS if k not in ("folder", "webdataset")) + \
+            ", folder:PATH, webdataset:URL_PATTERN"
         raise ConfigError(f"Unknown dataset '{data}'; choose one of {known}.")
     given = {k: v for k, v in given.items() if v is not None}
     for a, b in (("epochs", "steps"), ("warmup_epochs", "warmup_steps")):
@@ -159,6 +172,7 @@ def validate_config(cfg: PretrainConfig) -> None:
     check_real("l2-weight", cfg.l2_weight, 0.0)
     check_real("ema", cfg.ema, 0.0, 1.0)
     check_int("image-size", cfg.image_size, 1, optional=True)
+    check_int("workers", cfg.workers, 0, optional=True)
     check_int("seed", cfg.seed, 0)
     if cfg.seed > MAX_SEED:
         raise ConfigError(f"--seed must be at most {MAX_SEED}, got {cfg.seed}.")
@@ -196,7 +210,7 @@ def saved_config(run, section: dict[str, Any]) -> PretrainConfig:
 
 
 # Settings of how a process runs, not of what it trains: free to differ on --resume.
-RESUME_FREE = {"threads"}
+RESUME_FREE = {"threads", "workers"}
 
 
 def check_resume_options(run, saved: dict[str, Any], given: dict[str, Any]) -> None:

@@ -50,19 +50,32 @@ def step_seed(seed: int, step: int, stream: int = 0, rank: int = 0) -> int:
 
 @dataclass
 class PretrainData:
-    images: torch.Tensor  # uint8 [N, C, H, W] on the training device
+    images: torch.Tensor | None  # uint8 [N, C, H, W] on the training device; None when streamed
     mean: tuple[float, ...]
     std: tuple[float, ...]
     image_shape: tuple[int, int, int]
     augment: Any  # AugmentConfig
+    stream: Any = None  # StreamedImages read batch by batch (nacvae.data.stream), or None
+
+    def __len__(self) -> int:
+        return len(self.images) if self.images is not None else len(self.stream)
+
+
+# Objectives that need nothing of the dataset but its batches (the others keep per-image state
+# or compute features of every image up front, which needs the images in memory).
+STREAMABLE_OBJECTIVES = ("nac", "simclr", "moco", "deepbit")
 
 
 def load_pretrain_data(cfg: PretrainConfig, device: torch.device) -> PretrainData:
-    from nacvae.data import channel_stats, default_augment, load_dataset
+    from nacvae.data import default_augment
+    from nacvae.data.catalog import dataset_stats, open_dataset
+    from nacvae.data.stream import StreamedImages
 
-    data = load_dataset(cfg.data, "train", cfg.data_dir, download=cfg.download, image_size=cfg.image_size)
+    data = open_dataset(cfg.data, "train", cfg.data_dir, download=cfg.download, image_size=cfg.image_size)
+    if isinstance(data, StreamedImages):
+        return _streamed_pretrain_data(cfg, data)
     # Normalise with the whole train split's statistics even for a subset: evaluation does too.
-    mean, std = channel_stats(cfg.data, data)
+    mean, std = dataset_stats(cfg.data, data)
     images = data.images
     if cfg.subset == "retrieval":
         from nacvae.data.pool import retrieval_pool
@@ -75,8 +88,34 @@ def load_pretrain_data(cfg: PretrainConfig, device: torch.device) -> PretrainDat
     return PretrainData(images.to(device), mean, std, shape, default_augment(cfg.data, shape, mean, std))
 
 
+def _streamed_pretrain_data(cfg: PretrainConfig, data) -> PretrainData:
+    import dataclasses
+
+    from nacvae.data import default_augment
+    from nacvae.data.catalog import dataset_stats
+    from nacvae.data.stream import default_workers
+
+    if cfg.objective not in STREAMABLE_OBJECTIVES:
+        raise ConfigError(f"--objective {cfg.objective} needs the training images in memory, and {cfg.data} is read "
+                          f"batch by batch; use one of {', '.join(STREAMABLE_OBJECTIVES)}.")
+    if cfg.subset == "retrieval" and data.name != "flickr25k":
+        raise ConfigError(f"--subset retrieval is not defined for {cfg.data}, which is read batch by batch.")
+    if len(data) < cfg.batch_size:
+        raise ConfigError(f"--batch-size {cfg.batch_size} is larger than the {len(data)} training images.")
+    workers = default_workers() if cfg.workers is None else cfg.workers
+    mean, std = dataset_stats(cfg.data, data, workers=workers)
+    augment = default_augment(cfg.data, data.image_shape, mean, std)
+    if data.crop == "imagenet":
+        # The workers cut each view's random-resized crop out of the whole image; the batched
+        # augmentation then only flips, jitters and greys (an identity crop of the whole view).
+        augment = dataclasses.replace(augment, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0))
+    return PretrainData(None, mean, std, data.image_shape, augment, stream=data)
+
+
 def build_encoder(cfg: PretrainConfig, image_shape: tuple[int, int, int]) -> PretrainEncoder:
-    backbone, feature_dim = build_backbone(cfg.arch, image_shape[0], image_shape[1])
+    from nacvae.models.backbones import stem_for
+
+    backbone, feature_dim = build_backbone(cfg.arch, image_shape[0], image_shape[1], stem=stem_for(cfg.data))
     return PretrainEncoder(backbone, feature_dim, cfg.code_dim, predictor=cfg.objective == "nac")
 
 
@@ -152,9 +191,10 @@ def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device:
     rank, world, main = distributed.rank(), distributed.world_size(), distributed.is_main()
     data = distributed.agree(lambda: load_pretrain_data(cfg, device), main_first=True)
     method = distributed.agree(lambda: build_pretrain_method(cfg, data.image_shape)).to(device)
-    method.attach_dataset(data.images, data.mean, data.std)  # before resuming: a memory bank is in the checkpoint
+    if data.images is not None:
+        method.attach_dataset(data.images, data.mean, data.std)  # before resuming: a memory bank is in the checkpoint
 
-    n = len(data.images)
+    n = len(data)
     steps_per_epoch = n // cfg.batch_size  # the last incomplete batch is dropped
     total_steps, warmup_steps = schedule_steps(cfg, steps_per_epoch)
     params = [p for p in method.parameters() if p.requires_grad]
@@ -225,17 +265,24 @@ def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device:
     finite = torch.ones((), dtype=torch.bool, device=device)
     window_steps, window_start = 0, time.perf_counter()
     epoch_perm: tuple[int, torch.Tensor] | None = None
+    streamed = None
+    if data.stream is not None:
+        streamed = _streamed_steps(cfg, data.stream, start_step, total_steps, steps_per_epoch, per_rank, rank, device)
     try:
         for step in range(start_step, total_steps):
             interrupts.check()  # a Ctrl-C swallowed during start-up
-            epoch, i = divmod(step, steps_per_epoch)
-            if epoch_perm is None or epoch_perm[0] != epoch:
-                g = torch.Generator().manual_seed(step_seed(cfg.seed, epoch, stream=1))
-                epoch_perm = (epoch, torch.randperm(n, generator=g).to(device))
-            first = i * cfg.batch_size + rank * per_rank
-            idx = epoch_perm[1][first:first + per_rank]
             gen = torch.Generator(device=device).manual_seed(step_seed(cfg.seed, step, rank=rank))
-            x1, x2 = _two_views(data.images[idx], data, gen)
+            if streamed is not None:
+                idx, batch = next(streamed)
+                x1, x2 = _streamed_views(batch, data, gen)
+            else:
+                epoch, i = divmod(step, steps_per_epoch)
+                if epoch_perm is None or epoch_perm[0] != epoch:
+                    g = torch.Generator().manual_seed(step_seed(cfg.seed, epoch, stream=1))
+                    epoch_perm = (epoch, torch.randperm(n, generator=g).to(device))
+                first = i * cfg.batch_size + rank * per_rank
+                idx = epoch_perm[1][first:first + per_rank]
+                x1, x2 = _two_views(data.images[idx], data, gen)
             method.begin_step(idx)
             loss, a1 = train_step(method, optimizer, x1, x2, gen)
             scheduler.step()
@@ -282,6 +329,8 @@ def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device:
         if main:
             save(total_steps, complete=True)
     finally:  # the status of a run that stops here is recorded by hold_run
+        if streamed is not None:
+            streamed.close()  # stops the DataLoader's worker processes
         bar.close()
         if writer is not None:
             writer.close()
@@ -318,3 +367,57 @@ def _two_views(batch: torch.Tensor, data: PretrainData, gen: torch.Generator) ->
     from nacvae.data import two_views
 
     return two_views(batch, data.augment, gen)
+
+
+def _streamed_steps(cfg: PretrainConfig, stream, start_step: int, total_steps: int, steps_per_epoch: int,
+                    per_rank: int, rank: int, device: torch.device):
+    """(indices, uint8 batch on ``device``) of each step from ``start_step`` on, decoded by
+    DataLoader workers: the same epoch shuffles and per-rank slices as the in-memory loop, so
+    a resumed run reads the same images in the same steps."""
+    from nacvae.data.stream import default_workers, train_batches
+
+    workers = default_workers() if cfg.workers is None else cfg.workers
+    if stream.shards is not None:
+        from nacvae.data.shards import shard_steps
+
+        yield from shard_steps(stream, start_step, total_steps, steps_per_epoch, per_rank, cfg.seed, workers, device)
+        return
+    n = len(stream)
+    step = start_step
+    while step < total_steps:
+        epoch = step // steps_per_epoch
+        g = torch.Generator().manual_seed(step_seed(cfg.seed, epoch, stream=1))
+        perm = torch.randperm(n, generator=g)
+        last = min(total_steps, (epoch + 1) * steps_per_epoch)
+        starts = [(s - epoch * steps_per_epoch) * cfg.batch_size + rank * per_rank for s in range(step, last)]
+        keys = _EpochKeys(perm, epoch, starts, per_rank)
+        for first, batch in zip(starts, train_batches(stream, keys, 2, cfg.seed, workers, device)):
+            yield perm[first:first + per_rank].to(device), batch
+        step = last
+
+
+class _EpochKeys:
+    """The (epoch, index) keys of each step of an epoch, made as the loader asks for them
+    (an ImageNet epoch's list would hold 1.28 million tuples)."""
+
+    def __init__(self, perm: torch.Tensor, epoch: int, starts: list[int], size: int) -> None:
+        self.perm, self.epoch, self.starts, self.size = perm, epoch, starts, size
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __iter__(self):
+        for first in self.starts:
+            yield [(self.epoch, j) for j in self.perm[first:first + self.size].tolist()]
+
+
+def _streamed_views(batch: torch.Tensor, data: PretrainData, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two augmented views of a streamed batch: [B, 2, C, S, S] already holds each image's two
+    random-resized crops; [B, C, S, S] (a streamed folder) is augmented as in memory."""
+    from nacvae.data import augment
+
+    if batch.dim() == 4:
+        return _two_views(batch, data, gen)
+    b = batch.shape[0]
+    views = augment(batch.transpose(0, 1).reshape(2 * b, *batch.shape[2:]), data.augment, gen)
+    return views[:b], views[b:]

@@ -94,3 +94,23 @@ def test_ema_update_multi_tensor_equals_the_per_tensor_loop():
     assert len(list(key.buffers())) > 0
     for (name, a), b in zip(key.state_dict().items(), ref.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_imagenet_stem_is_torchvisions_own(arch):
+    """The ImageNet-size datasets' ResNets load into torchvision's model as is, fc aside."""
+    import torchvision
+
+    from nacvae.models.backbones import build_backbone, stem_for
+
+    assert stem_for("imagenet") == stem_for("flickr25k") == stem_for("webdataset:/s-{0..9}.tar") == "imagenet"
+    assert stem_for("cifar10") == stem_for("folder:/x") == stem_for(None) == "cifar"
+    backbone, feature_dim = build_backbone(arch, 3, 224, stem="imagenet")
+    model = getattr(torchvision.models, arch)()
+    state = backbone.state_dict()
+    model.load_state_dict({**state, "fc.weight": model.fc.weight, "fc.bias": model.fc.bias}, strict=True)
+    assert set(model.state_dict()) - set(state) == {"fc.weight", "fc.bias"}
+    assert backbone.conv1.kernel_size == (7, 7) and backbone.conv1.stride == (2, 2)
+    assert isinstance(backbone.maxpool, torch.nn.MaxPool2d) and feature_dim == model.fc.in_features
+    cifar, _ = build_backbone(arch, 3, 32)
+    assert cifar.conv1.kernel_size == (3, 3)
