@@ -12,8 +12,8 @@ import click
               help="Scale: digits (under 10 minutes on a CPU), fashion-mnist-cpu (about an hour of CPU time a seed), "
                    "fashion-mnist-cpu-baselines (the same with InsDis, DeepBit, SSDH and DistillHash), "
                    "cifar10-paper (GPU); fashion-mnist-vae: the VAE study (every encoder and a random one, backbone "
-                   "fine-tuned and frozen: convergence curves, log p(x), KL, inference gaps; 30-55 minutes a "
-                   "seed on a busy 2-core CPU).")
+                   "fine-tuned and frozen: convergence curves, log p(x), KL, inference gaps; about 20-25 minutes a "
+                   "seed on one busy CPU core with --encoders-from, plus three 1,400-step pretrainings without).")
 @click.option("--seeds", type=int, default=1, show_default=True, help="Repeat everything with seeds 0..N-1; report mean ± std.")
 @click.option("--seed", "only_seeds", type=int, multiple=True,
               help="Run only this seed (repeatable), e.g. one seed per process in one study folder; the tables "
