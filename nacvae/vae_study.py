@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -369,7 +370,7 @@ def write_vae_figure(rows: list[dict[str, Any]], path: Path, title: str = "") ->
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
             ax.legend()
-    fig.suptitle(title)
+    fig.suptitle(textwrap.fill(title, 120), fontsize=10)  # long descriptions wrap instead of being cut
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
