@@ -106,7 +106,7 @@ def eval_group() -> None:
 @_encoder_options
 @click.option("--protocol", type=click.Choice(["fast", "paper"]), default="fast", show_default=True,
               help="fast: features computed once from un-augmented images; paper: every training batch "
-                   "freshly cropped and flipped (method.md §7).")
+                   "freshly cropped and flipped (docs/evaluation.md).")
 @click.option("--epochs", type=int, default=100, show_default=True, help="Classifier training epochs.")
 @click.option("--lr", type=float, default=1.0, show_default=True,
               help="Peak learning rate (SGD, Nesterov momentum 0.9, per-step cosine).")

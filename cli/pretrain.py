@@ -16,7 +16,7 @@ from nacvae.cli.options import check_resume, data_options
               help="Train on the retrieval protocol's unsupervised training subset (5,000 images for CIFAR-10).")
 @click.option("--objective", type=click.Choice(["nac", "simclr", "moco", "insdis", "deepbit", "ssdh", "distillhash"]),
               default="nac", show_default=True,
-              help="nac, simclr, moco, or one of the paper's other baselines (docs/method.md §7).")
+              help="nac, simclr, moco, or one of the paper's other baselines (docs/method.md).")
 @click.option("--momentum/--no-momentum", default=False, show_default=True,
               help="NAC's momentum-queue variant (EMA key encoder and a queue of key codes).")
 @click.option("--arch", default=None, help="Backbone: smallconv, resnet18, resnet50, vgg16_bn [dataset default].")

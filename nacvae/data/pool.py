@@ -1,4 +1,4 @@
-"""The pooled train+test dataset that the retrieval protocol splits (method.md §7)."""
+"""The pooled train+test dataset that the retrieval protocol splits (docs/evaluation.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Downstream evaluations of an encoder on a dataset (method.md §7), end to end.
+"""Downstream evaluations of an encoder on a dataset (docs/evaluation.md), end to end.
 
 Each function loads the data, computes features or codes with the encoder frozen in
 eval mode (batch-norm statistics included), batched, under ``torch.no_grad`` and with

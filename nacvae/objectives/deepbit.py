@@ -5,7 +5,7 @@ With bit probabilities p = sigmoid(a) and the binary code b = 1[p > 0.5], the lo
 + beta  * sum_k (mean_n p_nk - 1/2)^2                  (each bit on for half the batch)
 + gamma * sum_theta C(theta) mean_n ||p_n(theta) - p_n||^2   (rotation invariance)
 where p_n(theta) is the probability vector of image n rotated by theta degrees. b carries
-no gradient; the balance term uses the relaxed p so that it has one. method.md §7.
+no gradient; the balance term uses the relaxed p so that it has one. docs/method.md, "Baselines".
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ the ends of the distance distribution are distilled (the closest ``similar_fract
 pairs labelled similar, s = 1, the farthest ``dissimilar_fraction`` dissimilar, s = 0), and the
 relaxed codes h = tanh(a) are fitted to them by the pairwise Bayesian likelihood
 p(s_ij | h_i, h_j) = sigmoid(Omega_ij)^s_ij (1 - sigmoid(Omega_ij))^(1 - s_ij) with
-Omega_ij = h_i . h_j / 2. Pairs outside the distilled set contribute nothing. method.md §7.
+Omega_ij = h_i . h_j / 2. Pairs outside the distilled set contribute nothing. docs/method.md, "Baselines".
 """
 
 from __future__ import annotations

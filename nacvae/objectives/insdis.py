@@ -5,7 +5,7 @@ the memory bank V (one unit vector per training image) by P(i | f) = exp(v_i . f
 The loss is either the exact non-parametric softmax over the whole bank or its noise-
 contrastive estimate with m noise entries drawn uniformly (P_n = 1/n) and the normaliser Z
 estimated once and then held fixed, as in the paper. The bank follows the embeddings by a
-momentum update. method.md §7 gives the settings followed.
+momentum update. docs/method.md, "Baselines", gives the settings followed.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ share the distribution's mode m: sigma_l from the distances below m, sigma_r fro
 above. Pairs with d_ij <= m - alpha sigma_l are similar (S = +1), pairs with
 d_ij >= m + beta sigma_r dissimilar (S = -1), the rest S = 0 (no label). The hash layer's
 relaxed codes h = tanh(a) in [-1, 1]^K are trained so that h_i . h_j / K matches S_ij on the
-labelled pairs; unlabelled pairs carry no loss. method.md §7.
+labelled pairs; unlabelled pairs carry no loss. docs/method.md, "Baselines".
 """
 
 from __future__ import annotations

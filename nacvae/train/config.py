@@ -229,7 +229,7 @@ def check_resume_options(run, saved: dict[str, Any], given: dict[str, Any]) -> N
 
 
 def _validate_baseline_options(cfg: PretrainConfig) -> None:
-    """The options of InsDis, SSDH and DistillHash (docs/method.md §7)."""
+    """The options of InsDis, SSDH and DistillHash (docs/method.md, "Baselines")."""
     from nacvae.train.methods import OPTIONAL_TEACHER_OBJECTIVES, TEACHER_OBJECTIVES
 
     if cfg.objective in TEACHER_OBJECTIVES and not cfg.teacher:
