@@ -14,6 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
+from nacvae.vae_study import summary_text
+
 COLUMNS = [("loglik_nats", "log p(x)", 1), ("kl", "KL", 1), ("active_units", "active units", 0),
            ("approximation_gap", "approximation gap", 1), ("amortisation_gap", "amortisation gap", 1),
            ("steps_to_random_final", "steps to random's final ELBO", 0)]
@@ -25,13 +27,6 @@ def variant_name(results: dict) -> str:
     return f"{vae.get('likelihood', 'logistic')}, {vae.get('latent_dim')}-d, {vae.get('steps')} steps"
 
 
-def cell(summary: dict | None, digits: int) -> str:
-    if summary is None:
-        return "–"
-    text = f"{summary['mean']:.{digits}f}"
-    return text + (f" ± {summary['std']:.{digits}f}" if summary.get("n", 1) > 1 else "")
-
-
 def table(folders: list[Path]) -> str:
     lines = ["| variant (seeds) | backbone | encoder | " + " | ".join(h for _, h, _ in COLUMNS) + " |",
              "|---" * (len(COLUMNS) + 3) + "|"]
@@ -41,7 +36,7 @@ def table(folders: list[Path]) -> str:
         for mode, cells in results["table"].items():
             for init in sorted(cells, key=lambda i: list(LABELS).index(i) if i in LABELS else len(LABELS)):
                 values = cells[init]
-                row = [cell(values.get(key), digits) for key, _, digits in COLUMNS]
+                row = [summary_text(values.get(key), lambda v, d=digits: f"{v:.{d}f}") for key, _, digits in COLUMNS]
                 if values.get("reached") is not None:
                     row[-1] += f" ({values['reached']}/{values['seeds']})"
                 lines.append(f"| {name} | {mode} | {LABELS.get(init, init)} | " + " | ".join(row) + " |")

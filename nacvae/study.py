@@ -209,14 +209,7 @@ def run_study(preset: str | Preset, out: str | Path, seeds: int = 1, data_dir: s
     if any(m in wanted for m in TAUGHT):
         header["teacher"] = f"the same seed's {TEACHER_INIT} encoder"
 
-    # What the study is, written once: a resumed study must be the same study.
-    plan = json.loads(json.dumps(header))  # JSON-normalised, so that it compares equal to what is read back
-    if (out / "study.json").is_file():
-        if json.loads((out / "study.json").read_text()) != plan:
-            raise ConfigError(f"{out} holds a study with other settings; continue it with the same preset and "
-                              f"options, or choose another --out.")
-    else:
-        _write_json(out / "study.json", plan)
+    fix_plan(out, header)
     results = None
     for seed in todo:
         rows_file = out / f"seed-{seed}" / "rows.json"
@@ -238,10 +231,7 @@ def run_study(preset: str | Preset, out: str | Path, seeds: int = 1, data_dir: s
                 done = {r["init"] for r in rows}
             _run_seed(preset, seed, out / f"seed-{seed}", pretrain_overrides, wanted, done, data_dir, device,
                       torch_device, progress, log, emit)
-        # Wall time of the seed, summed over the sessions that ran it.
-        timing = rows_file.parent / "seconds.json"
-        before = json.loads(timing.read_text())["seconds"] if timing.is_file() else 0.0
-        _write_json(timing, {"seconds": before + time.time() - started})
+        add_seconds(rows_file.parent, time.time() - started)
         results = _write_results(out, header)
     if results is None:  # every seed was already complete
         results = _write_results(out, header)
@@ -261,10 +251,7 @@ def _write_results(out: Path, header: dict[str, Any]) -> dict[str, Any]:
     """results.json, results.md and figures/ from every seed folder's rows."""
     rows = study_rows(out)
     results = aggregate(rows)
-    seconds = {int(t.parent.name.split("-")[1]): json.loads(t.read_text())["seconds"]
-               for t in out.glob("seed-*/seconds.json")}
-    results.update(header, seeds=len({r["seed"] for r in rows}), seconds=sum(seconds.values()),
-                   seconds_per_seed={str(k): v for k, v in sorted(seconds.items())})
+    results.update(header, seeds=len({r["seed"] for r in rows}), **study_seconds(out))
     _write_json(out / "results.json", results)
     write_text(out / "results.md", markdown_table(results))
     write_figures(results, rows, out)
@@ -454,6 +441,31 @@ def write_figures(results: dict[str, Any], rows: list[dict[str, Any]], out: Path
     fig.tight_layout()
     fig.savefig(fig_dir / "vae_training.png", dpi=100)
     plt.close(fig)
+
+
+def fix_plan(out: Path, header: dict[str, Any]) -> None:
+    """Write what the study is (``study.json``) once; a resumed study must be the same study."""
+    plan = json.loads(json.dumps(header))  # JSON-normalised, so that it compares equal to what is read back
+    if (out / "study.json").is_file():
+        if json.loads((out / "study.json").read_text()) != plan:
+            raise ConfigError(f"{out} holds a study with other settings; continue it with the same preset and "
+                              f"options, or choose another --out.")
+    else:
+        _write_json(out / "study.json", plan)
+
+
+def add_seconds(seed_dir: Path, seconds: float) -> None:
+    """Add ``seconds`` to the seed's wall time, summed over the sessions that ran it."""
+    timing = seed_dir / "seconds.json"
+    before = json.loads(timing.read_text())["seconds"] if timing.is_file() else 0.0
+    _write_json(timing, {"seconds": before + seconds})
+
+
+def study_seconds(out: Path) -> dict[str, Any]:
+    """The study's wall time in all and per seed, from its seed folders."""
+    seconds = {int(t.parent.name.split("-")[1]): json.loads(t.read_text())["seconds"]
+               for t in out.glob("seed-*/seconds.json")}
+    return {"seconds": sum(seconds.values()), "seconds_per_seed": {str(k): v for k, v in sorted(seconds.items())}}
 
 
 def _write_json(path: Path, value: Any) -> None:

@@ -26,10 +26,13 @@ from typing import Any, Callable
 
 from nacvae.errors import ConfigError
 from nacvae.runs import CONFIG, check_run_dir, create_run_dir, read_metrics
-from nacvae.study import INITS, OBJECTIVES, PRESETS, _stage, _write_json, lookup_preset, seeds_to_run
+from nacvae.files import write_text
+from nacvae.study import (
+    INITS, OBJECTIVES, PRESETS, _stage, _write_json, add_seconds, fix_plan, lookup_preset, seeds_to_run, study_seconds,
+)
 
 __all__ = ["VAEStudyPreset", "VAE_PRESETS", "VAE_OPTIONS", "MODES", "run_vae_study", "steps_to_reach", "aggregate_vae",
-           "vae_markdown_table", "pretraining_differences", "borrowed_encoder"]
+           "vae_markdown_table", "summary_text", "pretraining_differences", "borrowed_encoder"]
 
 MODES = ("fine-tuned", "frozen")
 
@@ -87,10 +90,11 @@ def borrowed_encoder(study: Path, seed: int, objective: str, wanted: dict[str, A
     from nacvae.train.config import saved_config
 
     run = study / f"seed-{seed}" / f"pretrain-{objective}"
-    if not (run / CONFIG).is_file() or read_config(run).get("status") != "complete":
+    config = read_config(run) if (run / CONFIG).is_file() else {}
+    if config.get("status") != "complete":
         raise ConfigError(f"--encoders-from {study} has no finished {objective} encoder for seed {seed} "
                           f"(expected {run}).")
-    saved = saved_config(run, read_config(run)["pretrain"]).to_dict()
+    saved = saved_config(run, config["pretrain"]).to_dict()
     differ = pretraining_differences(saved, wanted)
     if differ:
         key = differ[0]
@@ -163,13 +167,7 @@ def run_vae_study(preset: str | VAEStudyPreset, out: str | Path, seeds: int = 1,
                   loglik_samples=preset.loglik_samples, loglik_images=preset.loglik_images, gap=preset.gap)
     if encoders_from is not None:
         header["encoders_from"] = str(encoders_from)
-    plan = json.loads(json.dumps(header))
-    if (out / "study.json").is_file():
-        if json.loads((out / "study.json").read_text()) != plan:
-            raise ConfigError(f"{out} holds a study with other settings; continue it with the same preset and "
-                              f"options, or choose another --out.")
-    else:
-        _write_json(out / "study.json", plan)
+    fix_plan(out, header)
     results = None
     for seed in todo:
         seed_dir = out / f"seed-{seed}"
@@ -184,9 +182,7 @@ def run_vae_study(preset: str | VAEStudyPreset, out: str | Path, seeds: int = 1,
                              progress, log, None if encoders_from is None else Path(encoders_from)):
             rows.append(row)
             _write_json(rows_file, rows)
-        timing = seed_dir / "seconds.json"
-        before = json.loads(timing.read_text())["seconds"] if timing.is_file() else 0.0
-        _write_json(timing, {"seconds": before + time.time() - started})
+        add_seconds(seed_dir, time.time() - started)
         results = _write_results(out, header)
     return results if results is not None else _write_results(out, header)
 
@@ -306,6 +302,13 @@ def aggregate_vae(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"table": table, "rows": rows}
 
 
+def summary_text(summary: dict[str, float] | None, fmt: Callable[[float], str]) -> str:
+    """"mean ± sd" of a ``_summary`` (the mean alone for one seed, "–" for none)."""
+    if summary is None:
+        return "–"
+    return fmt(summary["mean"]) + (f" ± {fmt(summary['std'])}" if summary["n"] > 1 else "")
+
+
 def vae_markdown_table(results: dict[str, Any]) -> str:
     lines = [f"| backbone | encoder | {' | '.join(h for _, h, _ in COLUMNS)} |", "|---" * (len(COLUMNS) + 2) + "|"]
     seeds = results.get("seeds", 1)
@@ -313,8 +316,7 @@ def vae_markdown_table(results: dict[str, Any]) -> str:
         for init, cell in cells.items():
             out = []
             for key, _, fmt in COLUMNS:
-                s = cell.get(key)
-                text = "–" if s is None else fmt(s["mean"]) + (f" ± {fmt(s['std'])}" if s["n"] > 1 else "")
+                text = summary_text(cell.get(key), fmt)
                 if key == "steps_to_random_final":
                     text += f" ({cell['reached']}/{cell['seeds']} reached)"
                 out.append(text)
@@ -380,11 +382,8 @@ def write_vae_figure(rows: list[dict[str, Any]], path: Path, title: str = "") ->
 def _write_results(out: Path, header: dict[str, Any]) -> dict[str, Any]:
     rows = study_rows(out)
     results = aggregate_vae(rows)
-    seconds = {int(t.parent.name.split("-")[1]): json.loads(t.read_text())["seconds"]
-               for t in out.glob("seed-*/seconds.json")}
-    results.update(header, seeds=len({r["seed"] for r in rows}), seconds=sum(seconds.values()),
-                   seconds_per_seed={str(k): v for k, v in sorted(seconds.items())})
+    results.update(header, seeds=len({r["seed"] for r in rows}), **study_seconds(out))
     _write_json(out / "results.json", results)
-    (out / "results.md").write_text(vae_markdown_table(results))
+    write_text(out / "results.md", vae_markdown_table(results))
     write_vae_figure(results["rows"], out / "figures" / "vae_convergence.png", header.get("description", ""))
     return results
