@@ -1,0 +1,91 @@
+"""Pins what a short digits run of every objective computes, step by step.
+
+The golden values in ``trajectories.json`` were written by ``python -m
+tests.pins.test_trajectories`` before the code that builds and trains methods was
+reorganised. Refactors keep them: every loss of every step, and the final weights' sums,
+within float32 round-off of the recorded run (one thread, so the reductions run in one order).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+GOLDEN = Path(__file__).with_name("trajectories.json")
+SHORT = dict(steps=6, warmup_steps=2, batch_size=64, log_every=1, code_dim=16, queue_size=128, device="cpu")
+# (label, options): the seven objectives, NAC's momentum form, and DeepBit on a teacher.
+CASES = [
+    ("nac", dict(objective="nac")),
+    ("nac-momentum", dict(objective="nac", momentum=True)),
+    ("simclr", dict(objective="simclr")),
+    ("moco", dict(objective="moco")),
+    ("insdis", dict(objective="insdis", negatives=0)),
+    ("insdis-nce", dict(objective="insdis", negatives=32)),
+    ("deepbit", dict(objective="deepbit")),
+    ("deepbit-teacher", dict(objective="deepbit", teacher="TEACHER")),
+    ("ssdh", dict(objective="ssdh", teacher="TEACHER")),
+    ("distillhash", dict(objective="distillhash", teacher="TEACHER")),
+]
+
+
+def trajectory(options: dict, teacher: Path, out: Path) -> dict:
+    """Per-step losses and the final weights' float64 sums of one short run."""
+    from nacvae.checkpoint import load_checkpoint
+    from nacvae.runs import CHECKPOINT, read_metrics
+    from nacvae.train.config import resolve_config
+    from nacvae.train.pretrain import pretrain
+
+    options = {k: (str(teacher) if v == "TEACHER" else v) for k, v in options.items()}
+    run = pretrain(resolve_config("digits", **options, **SHORT), out, progress=False)
+    model = load_checkpoint(run / CHECKPOINT)["model"]
+    return {
+        "losses": [r["loss"] for r in read_metrics(run) if r["event"] == "train"],
+        "weights": {k: float(v.double().sum()) for k, v in sorted(model.items()) if v.is_floating_point()},
+    }
+
+
+def make_teacher(out: Path) -> Path:
+    from nacvae.train.config import resolve_config
+    from nacvae.train.pretrain import pretrain
+
+    return pretrain(resolve_config("digits", objective="simclr", **SHORT), out, progress=False)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield make_teacher(tmp_path_factory.mktemp("pin") / "teacher")
+    torch.set_num_threads(old)
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-7)
+
+
+@pytest.mark.parametrize("label,options", CASES, ids=[c[0] for c in CASES])
+def test_short_run_matches_the_recorded_trajectory(tmp_path, teacher, label, options):
+    golden = json.loads(GOLDEN.read_text())[label]
+    torch.set_num_threads(1)
+    got = trajectory(options, teacher, tmp_path / "run")
+    assert len(got["losses"]) == len(golden["losses"]) == SHORT["steps"]
+    assert all(_close(a, b) for a, b in zip(got["losses"], golden["losses"])), (got["losses"], golden["losses"])
+    assert got["weights"].keys() == golden["weights"].keys()
+    off = {k: (got["weights"][k], v) for k, v in golden["weights"].items() if not _close(got["weights"][k], v)}
+    assert not off, off
+
+
+if __name__ == "__main__":  # writes the golden file (or, with an argument, a file to compare)
+    import tempfile
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        t = make_teacher(Path(tmp) / "teacher")
+        result = {label: trajectory(options, t, Path(tmp) / label) for label, options in CASES}
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else GOLDEN
+    target.write_text(json.dumps(result, indent=1) + "\n")
