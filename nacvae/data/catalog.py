@@ -21,13 +21,13 @@ from nacvae.data.sources import (
     DEFAULT_FOLDER_SIZE,
     FOLDER_PREFIX,
     ImageData,
-    _read_images,
     channel_stats,
     default_data_dir,
     folder_decoded_bytes,
     list_folder,
     load_dataset,
 )
+from nacvae.data.sources.folder import read_images
 from nacvae.data.stream import IMAGENET_MEAN, IMAGENET_STD, StreamedImages, stream_stats
 from nacvae.errors import ConfigError, DataError
 
@@ -94,7 +94,7 @@ def _open_folder(name: str, split: str, size: int) -> ImageData | StreamedImages
         return StreamedImages([str(f) for f in listing.files], labels, listing.classes, listing.name, size,
                               channels=1 if listing.gray else 3, crop="resize")
     try:
-        images = _read_images(listing.files, size, listing.gray)
+        images = read_images(listing.files, size, listing.gray)
     except OSError as exc:
         raise DataError(f"{exc.filename or name} cannot be read ({exc.strerror or exc}); "
                         "check its permissions.") from None

@@ -9,8 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-import nacvae.data.sources as sources
+import nacvae.data.sources.fashion_mnist as fashion_mnist
 from nacvae.data import DATASET_NAMES, ImageData, channel_stats, default_data_dir, load_dataset
+from nacvae.data.sources.imagedata import compute_stats
 from nacvae.errors import ConfigError, DataError
 
 SYSTEM_FMNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -19,7 +20,7 @@ SYSTEM_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 @pytest.fixture(autouse=True)
 def no_system_fashion_mnist(tmp_path, monkeypatch):
     # Tests must not depend on (or pick up) a system-wide copy unless they ask for it.
-    monkeypatch.setattr(sources, "SYSTEM_FASHION_MNIST_DIR", tmp_path / "no-system-copy")
+    monkeypatch.setattr(fashion_mnist, "SYSTEM_FASHION_MNIST_DIR", tmp_path / "no-system-copy")
 
 
 # ---------------------------------------------------------------------- general API
@@ -96,7 +97,7 @@ def test_digits_values_and_resize():
 def test_builtin_channel_stats():
     assert channel_stats("cifar10") == ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
     mean, std = channel_stats("digits")
-    exact_mean, exact_std = sources._compute_stats(load_dataset("digits").images)
+    exact_mean, exact_std = compute_stats(load_dataset("digits").images)
     assert mean[0] == pytest.approx(exact_mean[0], abs=1e-3)
     assert std[0] == pytest.approx(exact_std[0], abs=1e-3)
     assert len(channel_stats("fashion-mnist")[0]) == 1
@@ -210,19 +211,19 @@ def test_fashion_mnist_failed_download_is_a_data_error(tmp_path, monkeypatch):
 def test_fashion_mnist_system_copy_is_the_last_resort(tmp_path, monkeypatch):
     system = tmp_path / "system"
     write_fmnist(system, n_train=7)
-    monkeypatch.setattr(sources, "SYSTEM_FASHION_MNIST_DIR", system)
+    monkeypatch.setattr(fashion_mnist, "SYSTEM_FASHION_MNIST_DIR", system)
     assert len(load_dataset("fashion-mnist", data_dir=tmp_path / "empty", download=False)) == 7
 
 
 @pytest.mark.skipif(not SYSTEM_FMNIST.is_dir(), reason="dataset-fashion-mnist is not installed")
 def test_real_fashion_mnist(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "SYSTEM_FASHION_MNIST_DIR", SYSTEM_FMNIST)
+    monkeypatch.setattr(fashion_mnist, "SYSTEM_FASHION_MNIST_DIR", SYSTEM_FMNIST)
     train = load_dataset("fashion-mnist", "train", data_dir=tmp_path, download=False)
     test = load_dataset("fashion-mnist", "test", data_dir=tmp_path, download=False)
     assert (len(train), len(test)) == (60000, 10000)
     assert train.image_shape == (1, 28, 28)
     assert torch.equal(torch.bincount(test.labels), torch.full((10,), 1000))
-    mean, std = sources._compute_stats(train.images)
+    mean, std = compute_stats(train.images)
     fixed_mean, fixed_std = channel_stats("fashion-mnist")
     assert fixed_mean == pytest.approx(mean, abs=1e-4)
     assert fixed_std == pytest.approx(std, abs=1e-4)
