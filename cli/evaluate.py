@@ -47,7 +47,7 @@ def _prepare(opts: dict):
     """(encoder, meta, data, data_dir, device, image size) from the shared options."""
     from nacvae.errors import ConfigError
     from nacvae.eval.downstream import resolve_encoder
-    from nacvae.train.config import resolve_device
+    from nacvae.devices import resolve_device
 
     device = resolve_device(opts["device"])
     encoder, meta, data, data_dir = resolve_encoder(

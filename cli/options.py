@@ -72,3 +72,41 @@ def add_threads_option(command: click.Command) -> None:
             add_threads_option(sub)
     elif not any(p.name == "threads" for p in command.params):
         command.params.append(threads_option())
+
+
+def _method_option(name: str, owners):
+    """One flag for an option that one or more methods declare (``nacvae.registry``)."""
+    from nacvae import presets
+
+    first = owners[0][1]
+    helps = {o.help.rstrip(".") for _, o in owners}
+    if len(helps) == 1:
+        text = f"{first.help.rstrip('.')} ({', '.join(m for m, _ in owners)})"
+    else:
+        text = "; ".join(f"{m}: {o.help.rstrip('.')}" for m, o in owners)
+    if first.preset:
+        text += f" [dataset preset: {presets.help_values(name)}]"
+    elif any(o.default is not None for _, o in owners):
+        text += " [" + ", ".join(f"{m} {o.default}" for m, o in owners if o.default is not None) + "]"
+    types = {"real": float, "int": int, "path": click.Path(dir_okay=True)}
+    if first.kind == "flag":
+        return click.option(f"{first.flag}/--no-{first.flag[2:]}", name, default=None, help=text + ".")
+    return click.option(first.flag, name, type=types[first.kind], default=None, help=text + ".")
+
+
+def method_options():
+    """Every method's own options (``--flip-prob``, ``--temperature``, ``--teacher``...), one
+    flag per name, read from the registry: a new method's options appear here by themselves."""
+    from nacvae import registry
+
+    def decorate(command):
+        for name, owners in reversed(registry.all_options().items()):
+            command = _method_option(name, owners)(command)
+        return command
+
+    return decorate
+
+
+def given_method_options(options: dict) -> dict:
+    """``options`` less those left unset (None): a method rejects another method's options."""
+    return {k: v for k, v in options.items() if v is not None}

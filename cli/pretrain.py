@@ -7,46 +7,34 @@ from pathlib import Path
 
 import click
 
-from nacvae.cli.options import check_resume, data_options
+from nacvae import presets, registry
+from nacvae.cli.options import check_resume, data_options, given_method_options, method_options
 
 
 @click.command()
 @data_options()
 @click.option("--subset", type=click.Choice(["retrieval"]), default=None,
               help="Train on the retrieval protocol's unsupervised training subset (5,000 images for CIFAR-10).")
-@click.option("--objective", type=click.Choice(["nac", "simclr", "moco", "insdis", "deepbit", "ssdh", "distillhash"]),
-              default="nac", show_default=True,
-              help="nac, simclr, moco, or one of the paper's other baselines (docs/method.md).")
-@click.option("--momentum/--no-momentum", default=False, show_default=True,
-              help="NAC's momentum-queue variant (EMA key encoder and a queue of key codes).")
-@click.option("--arch", default=None, help="Backbone: smallconv, resnet18, resnet50, vgg16_bn [dataset default].")
-@click.option("--epochs", type=int, default=None, help="Training epochs [dataset default].")
+@click.option("--objective", type=click.Choice(registry.names()), default=None,
+              help="The pretraining method (docs/method.md) [nac].")
+@click.option("--arch", default=None,
+              help=f"Backbone: smallconv, resnet18, resnet50 or vgg16_bn [{presets.help_values('arch')}].")
+@click.option("--epochs", type=int, default=None, help=f"Training epochs [{presets.help_values('epochs')}].")
 @click.option("--steps", type=int, default=None,
-              help="Training length in optimisation steps, instead of --epochs [digits: 1500].")
+              help=f"Training length in optimisation steps, instead of --epochs [{presets.help_values('steps')}].")
 @click.option("--batch-size", type=int, default=None,
               help="Images per step over all processes (under torchrun each takes an equal share); each is seen in "
-                   "two views [dataset default].")
-@click.option("--optimizer", type=click.Choice(["lars", "sgd", "adam"]), default=None, help="[dataset default]")
-@click.option("--lr", type=float, default=None, help="Peak learning rate [dataset default].")
+                   f"two views [{presets.help_values('batch_size')}].")
+@click.option("--optimizer", type=click.Choice(["lars", "sgd", "adam"]), default=None,
+              help=f"[{presets.help_values('optimizer')}]; a method's recipe may set its own.")
+@click.option("--lr", type=float, default=None,
+              help=f"Peak learning rate [{presets.help_values('lr')}]; a method's recipe may set its own.")
 @click.option("--weight-decay", type=float, default=None, help="[default 1e-6]")
-@click.option("--warmup-epochs", type=int, default=None, help="Linear warm-up before the cosine decay, in epochs.")
+@click.option("--warmup-epochs", type=int, default=None, help=f"Linear warm-up before the cosine decay, in epochs [{presets.help_values('warmup_epochs')}].")
 @click.option("--warmup-steps", type=int, default=None,
-              help="Linear warm-up in steps, instead of --warmup-epochs [500]; NAC needs a long one (docs/method.md).")
-@click.option("--flip-prob", type=float, default=None, help="NAC channel flip probability p, 0 < p < 0.5 [0.1].")
+              help=f"Linear warm-up in steps, instead of --warmup-epochs [{presets.help_values('warmup_steps')}]; NAC "
+                   "needs a long one (docs/method.md).")
 @click.option("--code-dim", type=int, default=None, help="Code length D (projection output size) [128].")
-@click.option("--temperature", type=float, default=None, help="SimCLR / MoCo / InsDis temperature [0.5 / 0.2 / 0.07].")
-@click.option("--queue-size", type=int, default=None, help="MoCo / NAC-momentum queue length [dataset default].")
-@click.option("--l2-weight", type=float, default=None,
-              help="NAC-momentum L2 penalty on the codes (0.1 for classification, 0 for hashing) [0.1].")
-@click.option("--ema", type=float, default=None, help="Key-encoder momentum for MoCo and NAC-momentum [0.99].")
-@click.option("--teacher", default=None,
-              help="SSDH / DistillHash: the fixed network whose features give the pair similarities: a pretraining "
-                   "run folder, a checkpoint, or a plain backbone state dict with torchvision key names. DeepBit "
-                   "(optional): a backbone of the run's --arch whose frozen weights the hash layer trains on.")
-@click.option("--negatives", type=int, default=None,
-              help="InsDis: memory-bank entries drawn per step for NCE, or 0 for the exact softmax over the bank "
-                   "[exact up to 50,000 training images, else 4096].")
-@click.option("--bank-momentum", type=float, default=None, help="InsDis: memory-bank momentum [0.5].")
 @click.option("--image-size", type=int, default=None,
               help="Side that folder images are resized to [32]; the crop size of imagenet, flickr25k and shards [224].")
 @click.option("--workers", type=int, default=None,
@@ -63,14 +51,15 @@ from nacvae.cli.options import check_resume, data_options
 @click.option("--dist-timeout", type=float, default=None, metavar="MINUTES",
               help="Under torchrun, how long a process may wait in a collective (for example while rank 0 "
                    "downloads or decodes the data) before the job is aborted [30].")
+@method_options()
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run folder to create (default: a new folder under $NACVAE_RUNS or ./runs).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out with its saved configuration.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def pretrain(out: str | None, resume: bool, quiet: bool, compile_: bool | None, dist_timeout: float | None,
              **options) -> None:
-    """Pretrain an encoder with NAC (default), SimCLR, MoCo-v2, InsDis, DeepBit, SSDH or
-    DistillHash and write a run folder.
+    """Pretrain an encoder with one of the methods (--objective, NAC by default) and write a
+    run folder.
 
     Runs on several GPUs or machines when started by torchrun (docs/scaling.md).
     """
@@ -88,9 +77,10 @@ def pretrain(out: str | None, resume: bool, quiet: bool, compile_: bool | None, 
         if resume:
             check_resume(out, "pretrain", dict(options, compile=compile_), parameter={"compile": "compile_"})
         data = options.pop("data")
-        cfg = resolve_config(data, compile=compile_, **options)
+        cfg = resolve_config(data, objective=options.pop("objective") or "nac", compile=compile_,
+                             **given_method_options(options))
         if out is None:
-            tag = cfg.objective + ("-momentum" if cfg.momentum else "")
+            tag = cfg.objective + ("-momentum" if cfg.options.get("momentum") else "")
             out = str(default_runs_root() / new_run_name("pretrain", data, tag))
         run = run_pretrain(cfg, Path(out), resume=resume, progress=not quiet, dist_timeout=dist_timeout)
     except NacvaeError as exc:

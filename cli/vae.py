@@ -8,14 +8,19 @@ from pathlib import Path
 
 import click
 
+from nacvae import registry
 from nacvae.cli.options import check_resume, data_options
+
+# The VAE stage holds its dataset in memory: the streamed datasets are not offered.
+VAE_DATA_HELP = ("Dataset: digits (bundled), fashion-mnist, cifar10 (under --data-dir) or folder:PATH "
+                 "(a folder of images).")
 
 
 @click.command()
-@data_options()
+@data_options(data_help=VAE_DATA_HELP)
 @click.option("--image-size", type=int, default=None,
               help="Side that folder images are resized to [the encoder's, else 32].")
-@click.option("--init", type=click.Choice(["random", "nac", "simclr", "moco", "insdis", "deepbit", "ssdh", "distillhash"]),
+@click.option("--init", type=click.Choice(("random",) + registry.names()),
               default="random", show_default=True,
               help="Encoder start: random, or the newest complete pretraining run of that objective for the "
                    "same dataset (and --arch, when given) under --runs-root.")

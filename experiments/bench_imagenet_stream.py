@@ -130,7 +130,8 @@ def main(argv=None) -> None:
     from nacvae.train.config import resolve_config
     from nacvae.train.methods import prepare_method
     from nacvae.train.optim import build_optimizer
-    from nacvae.train.pretrain import build_pretrain_method, train_step
+    from nacvae.train.methods import build_method
+    from nacvae.train.pretrain import train_step
 
     cfg = AugmentConfig(size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_scale=(1.0, 1.0),
                         crop_ratio=(1.0, 1.0))
@@ -138,7 +139,7 @@ def main(argv=None) -> None:
 
     device = torch.device(args.device)
     run = resolve_config("imagenet", arch="resnet18", batch_size=args.batch_size, device=args.device)
-    method = build_pretrain_method(run, (3, 224, 224)).to(device)
+    method = build_method(run, (3, 224, 224)).to(device)
     prepare_method(method, device, amp=resolve_amp(device, None))
     method.train()
     optimizer = build_optimizer("lars", [p for p in method.parameters() if p.requires_grad], 0.3, 1e-6)

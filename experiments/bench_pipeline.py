@@ -73,7 +73,8 @@ from nacvae.train.config import PretrainConfig  # noqa: E402
 from nacvae.train.methods import prepare_method  # noqa: E402
 from nacvae.train.optim import build_optimizer  # noqa: E402
 from nacvae.train.precision import resolve_amp  # noqa: E402
-from nacvae.train.pretrain import build_pretrain_method, step_seed, train_step  # noqa: E402
+from nacvae.train.methods import build_method  # noqa: E402
+from nacvae.train.pretrain import step_seed, train_step  # noqa: E402
 
 # dataset -> (image shape, mean, std); the statistics only set the normalisation constants.
 DATASETS = {
@@ -129,7 +130,7 @@ class Bench:
         self.augment = default_augment(args.data, shape, mean, std)
         cfg = PretrainConfig(data=args.data, arch=args.arch, code_dim=args.code_dim, objective="nac",
                              batch_size=args.batch_size, seed=args.seed)
-        self.method = build_pretrain_method(cfg, shape).to(device)
+        self.method = build_method(cfg, shape).to(device)
         params = [p for p in self.method.parameters() if p.requires_grad]
         self.optimizer = build_optimizer("lars", params, lr=0.1, weight_decay=1e-6)
         self.amp = resolve_amp(device, args.amp)  # as nacvae pretrain decides it

@@ -38,7 +38,8 @@ def main() -> None:
 
     from nacvae.eval.downstream import evaluate_linear, evaluate_retrieval, resolve_encoder
     from nacvae.runs import read_config, read_metrics
-    from nacvae.train.config import resolve_config, resolve_device
+    from nacvae.devices import resolve_device
+    from nacvae.train.config import resolve_config
     from nacvae.train.pretrain import pretrain
 
     out = Path(args.out)

@@ -143,3 +143,9 @@ def backbone_state_dict(ckpt: Mapping[str, Any], prefix: str = BACKBONE_PREFIX) 
     if not sd:
         raise CheckpointError("The checkpoint holds no backbone weights.")
     return sd
+
+
+def input_description(image_shape, mean, std) -> dict[str, Any]:
+    """What the backbone expects: ``(x / 255 - mean) / std`` per channel, of square images."""
+    return {"channels": int(image_shape[0]), "image_size": int(image_shape[-1]),
+            "mean": [float(m) for m in mean], "std": [float(s) for s in std]}

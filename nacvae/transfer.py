@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from nacvae.checkpoint import backbone_state_dict, check_meta, load_checkpoint
+from nacvae import registry
+from nacvae.checkpoint import backbone_state_dict, check_meta, input_description, load_checkpoint
 from nacvae.errors import CheckpointError, ConfigError
 from nacvae.models.backbones import build_backbone, stem_for
 from nacvae.models.heads import PretrainEncoder
@@ -37,7 +38,7 @@ def load_encoder(path: str | Path, arch: str | None = None,
     meta = check_meta(path, ckpt)
     channels, size = meta["image_shape"][0], meta["image_shape"][1]
     backbone, feature_dim = build_backbone(meta["arch"], channels, size, stem=stem_for(meta.get("dataset")))
-    encoder = PretrainEncoder(backbone, feature_dim, meta["code_dim"], predictor=meta["objective"] == "nac")
+    encoder = PretrainEncoder(backbone, feature_dim, meta["code_dim"], predictor=registry.spec(meta["objective"]).predictor)
     prefix = "encoder."
     state = {k[len(prefix):]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
     try:
@@ -97,7 +98,6 @@ def export_info(ckpt: dict[str, Any]) -> dict[str, Any]:
     """Architecture and input normalisation of a pretraining checkpoint (older checkpoints
     without a saved mean and std take the dataset's, as their training did)."""
     from nacvae.data.sources import channel_stats, load_dataset
-    from nacvae.train.pretrain import input_description
 
     meta, config = ckpt["meta"], ckpt.get("config") or {}
     mean, std = meta.get("mean"), meta.get("std")

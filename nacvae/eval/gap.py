@@ -248,7 +248,7 @@ def evaluate_gap_run(run, budget: GapBudget = GapBudget(), num_images: int | Non
     from pathlib import Path
 
     from nacvae.runs import append_metrics
-    from nacvae.train.config import resolve_device
+    from nacvae.devices import resolve_device
     from nacvae.train.vae import load_vae_with_test_images
 
     budget.validate()

@@ -1,61 +1,47 @@
-"""Pretraining configuration and the per-dataset defaults."""
+"""The pretraining configuration: dataset preset, then the method's recipe, then the user's options.
+
+``resolve_config`` is the one place a run's settings are decided; ``PretrainConfig`` is the
+result, recorded in the run's config.json. A method's own options (NAC's flip probability,
+a queue length, a teacher...) are declared by the method (``nacvae.registry``) and kept in
+``options``; every other field is shared by all methods.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import torch
+from nacvae import presets, registry
+from nacvae.checks import check_flags, check_int, check_real, check_seed
+from nacvae.errors import CheckpointError, ConfigError
+from nacvae.models.backbones import ARCHITECTURES
+from nacvae.train.optim import OPTIMIZERS
 
-from nacvae.errors import ConfigError
-
-# Paper's CIFAR-10 settings (method.md §6); CPU-sized ones for the small datasets. Warm-ups
-# are in steps: NAC needs about 500 at a LARS-sized lr whatever the dataset (a few dozen
-# can push it into the trivial solution z = 0 at large p; see docs/results.md).
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "cifar10": dict(arch="resnet50", batch_size=1000, optimizer="lars", lr=3.0, epochs=1000, warmup_steps=500,
-                    queue_size=50_000),
-    "fashion-mnist": dict(arch="resnet18", batch_size=512, optimizer="lars", lr=1.5, epochs=200, warmup_steps=500,
-                          queue_size=16_384),
-    "digits": dict(arch="smallconv", batch_size=128, optimizer="lars", lr=3.0, steps=1500,
-                   warmup_steps=500, queue_size=1_024),
-    "folder": dict(arch="resnet18", batch_size=256, optimizer="lars", lr=0.75, epochs=200, warmup_steps=500,
-                   queue_size=16_384),
-    # 224-px datasets, streamed (experiments/README.md gives the paper's configurations).
-    "imagenet": dict(arch="resnet50", batch_size=256, optimizer="lars", lr=0.3, epochs=200, warmup_epochs=10,
-                     queue_size=65_536),
-    "flickr25k": dict(arch="vgg16_bn", batch_size=1000, optimizer="lars", lr=3.0, steps=10_000, warmup_steps=500,
-                      queue_size=4_096),
-    "webdataset": dict(arch="resnet50", batch_size=256, optimizer="lars", lr=0.3, epochs=200, warmup_epochs=10,
-                       queue_size=65_536),
-}
+# Lengths that replace each other: a count in epochs from one layer drops the other layer's count in steps.
+ALTERNATIVES = (("epochs", "steps"), ("warmup_epochs", "warmup_steps"))
 
 
 @dataclass
 class PretrainConfig:
+    """Build it with ``resolve_config``: the fields the dataset preset decides default to None."""
+
     data: str = "digits"
     data_dir: str | None = None
     download: bool = True              # fetch cifar10 / fashion-mnist when missing and a network is reachable
     subset: str | None = None          # None (whole train split) or "retrieval"
     objective: str = "nac"
-    momentum: bool = False             # NAC's momentum-queue variant
-    arch: str = "smallconv"
-    epochs: int = 30
-    steps: int | None = None           # total optimisation steps; overrides epochs when set
-    batch_size: int = 128
-    optimizer: str = "lars"
-    lr: float = 3.0
+    options: dict[str, Any] = field(default_factory=dict)  # the method's own options (nacvae.registry)
+    arch: str | None = None
+    epochs: int | None = None
+    steps: int | None = None           # total optimisation steps; used instead of epochs when set
+    batch_size: int | None = None
+    optimizer: str | None = None
+    lr: float | None = None
     weight_decay: float = 1e-6
-    warmup_epochs: int = 2
-    warmup_steps: int | None = None    # linear warm-up length in steps; overrides warmup_epochs when set
-    flip_prob: float = 0.1
+    warmup_epochs: int | None = None
+    warmup_steps: int | None = None    # linear warm-up length in steps; used instead of warmup_epochs when set
     code_dim: int = 128
-    temperature: float | None = None   # SimCLR 0.5, MoCo 0.2 when None
-    queue_size: int = 1_024
-    ema: float = 0.99
-    l2_weight: float = 0.1
     seed: int = 0
     device: str = "auto"
     amp: bool | None = None            # bf16 autocast for the encoder; None = on for GPUs with native bf16 (train/precision.py)
@@ -65,10 +51,10 @@ class PretrainConfig:
     workers: int | None = None         # streamed datasets: DataLoader worker processes; None = the cores but one, at most 8
     log_every: int = 10
     checkpoint_every: int = 0          # steps; 0 = at the end of every epoch
-    teacher: str | None = None         # ssdh / distillhash: a pretraining run, checkpoint or backbone state dict
-    negatives: int | None = None       # insdis: NCE noise entries per step; 0 = exact softmax; None = exact up to 50,000 images, else 4096
-    bank_momentum: float = 0.5         # insdis: memory-bank momentum
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> registry.MethodSpec:
+        return registry.spec(self.objective)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -76,126 +62,84 @@ class PretrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PretrainConfig":
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        values = {k: v for k, v in d.items() if k in names}
+        if "options" not in d and d.get("objective", "nac") in registry.names():
+            values["options"] = _options_of_flat_config(d)
+        return cls(**values)
 
 
-def dataset_family(name: str) -> str:
-    if name.startswith("folder:"):
-        return "folder"
-    if name.startswith("webdataset:"):
-        return "webdataset"
-    return name
+def _options_of_flat_config(d: dict[str, Any]) -> dict[str, Any]:
+    """A method's options from a config.json written before they had a section of their own,
+    when every method's option was a top-level key (None meaning the method's default)."""
+    method = registry.spec(d.get("objective", "nac"))
+    return {o.name: o.default if d.get(o.name) is None and not o.optional else d.get(o.name, o.default)
+            for o in method.options}
 
 
-def resolve_config(data: str = "digits", **given: Any) -> PretrainConfig:
-    """A configuration from the dataset's defaults, overridden by every value given (not None)."""
-    family = dataset_family(data)
-    if family not in DATASET_DEFAULTS:
-        known = ", ".join(k for k in DATASET_DEFAULTS if k not in ("folder", "webdataset")) + \
-            ", folder:PATH, webdataset:URL_PATTERN"
-        raise ConfigError(f"Unknown dataset '{data}'; choose one of {known}.")
+def _layer(values: dict[str, Any], layer: dict[str, Any]) -> None:
+    """``values`` updated by ``layer``, where a length in epochs replaces one in steps and vice versa."""
+    for a, b in ALTERNATIVES:
+        if a in layer:
+            values.pop(b, None)
+        if b in layer:
+            values.pop(a, None)
+    values.update(layer)
+
+
+def resolve_config(data: str = "digits", objective: str = "nac", **given: Any) -> PretrainConfig:
+    """The configuration of a run: ``data``'s preset, then the method's recipe, then every
+    value given (None means not given). A method's own options may be given by name."""
+    method = registry.spec(objective)
     given = {k: v for k, v in given.items() if v is not None}
-    for a, b in (("epochs", "steps"), ("warmup_epochs", "warmup_steps")):
+    for a, b in ALTERNATIVES:
         if a in given and b in given:
             raise ConfigError(f"Give --{a.replace('_', '-')} or --{b.replace('_', '-')}, not both.")
-    values = dict(DATASET_DEFAULTS[family])
-    # An epoch count given by the user replaces the default's count in steps, and vice versa.
-    for a, b in (("epochs", "steps"), ("warmup_epochs", "warmup_steps"), ("steps", "epochs"),
-                 ("warmup_steps", "warmup_epochs")):
-        if a in given:
-            values.pop(b, None)
-    values.update(given)
-    cfg = PretrainConfig(data=data, **values)
+    general = {f.name for f in dataclasses.fields(PretrainConfig)} - {"data", "objective", "options"}
+    unknown = [k for k in given if k not in general and k not in registry.all_options()]
+    if unknown:
+        raise ConfigError(f"Unknown setting '{unknown[0]}'.")
+    base = presets.pretrain_preset(data)
+    options = registry.resolve_options(objective, base, {k: v for k, v in given.items() if k not in general})
+    values = {k: v for k, v in base.items() if k in general}
+    _layer(values, method.recipe)
+    _layer(values, {k: v for k, v in given.items() if k in general})
+    cfg = PretrainConfig(data=data, objective=objective, options=options, **values)
     validate_config(cfg)
     return cfg
-
-
-def check_int(name: str, value: Any, least: int = 1, optional: bool = False) -> None:
-    """``--name`` must be an integer of at least ``least`` (or None when ``optional``)."""
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"--{name} must be a whole number, got {value!r}.")
-    if value < least:
-        need = "must not be negative" if least == 0 else f"must be at least {least}"
-        raise ConfigError(f"--{name} {need}, got {value!r}.")
-
-
-def check_real(name: str, value: Any, low: float, high: float = math.inf, low_open: bool = False,
-               high_open: bool = True, optional: bool = False) -> None:
-    """``--name`` must be a finite number in the interval from ``low`` to ``high``."""
-    if optional and value is None:
-        return
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    inside = number and math.isfinite(value) and (value > low if low_open else value >= low) and (
-        value < high if high_open else value <= high)
-    if not inside:
-        if high == math.inf:
-            want = f"a finite number {'above' if low_open else 'of at least'} {low:g}"
-        else:
-            want = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        raise ConfigError(f"--{name} must be {want}, got {value!r}.")
-
-
-# The largest seed torch.manual_seed takes.
-MAX_SEED = 2**63 - 1
 
 
 def validate_config(cfg: PretrainConfig) -> None:
     """Every value of the configuration, whether from the command line, the API or a saved
     config.json: a meaningless one is a ConfigError naming its option."""
-    from nacvae.models.backbones import ARCHITECTURES
-    from nacvae.train.methods import OBJECTIVES
-    from nacvae.train.optim import OPTIMIZERS
-
-    if cfg.objective not in OBJECTIVES:
-        raise ConfigError(f"Unknown objective '{cfg.objective}'; choose one of {', '.join(OBJECTIVES)}.")
+    registry.spec(cfg.objective)
+    if not isinstance(cfg.options, dict):
+        raise ConfigError(f"The options of --objective {cfg.objective} must be a mapping, got {cfg.options!r}.")
+    registry.check_options(cfg.objective, cfg.options)
     if cfg.arch not in ARCHITECTURES:
         raise ConfigError(f"Unknown architecture '{cfg.arch}'; choose one of {', '.join(ARCHITECTURES)}.")
     if cfg.optimizer not in OPTIMIZERS:
         raise ConfigError(f"Unknown optimiser '{cfg.optimizer}'; choose one of {', '.join(OPTIMIZERS)}.")
-    if not isinstance(cfg.flip_prob, (int, float)) or isinstance(cfg.flip_prob, bool) or not 0.0 < cfg.flip_prob < 0.5:
-        raise ConfigError(f"--flip-prob must lie strictly between 0 and 0.5, got {cfg.flip_prob}.")
     check_int("batch-size", cfg.batch_size, 2)  # contrastive objectives need pairs
-    check_int("epochs", cfg.epochs, 1)
+    check_int("epochs", cfg.epochs, 1, optional=cfg.steps is not None)
     check_int("steps", cfg.steps, 1, optional=True)
-    check_int("warmup-epochs", cfg.warmup_epochs, 0)
+    check_int("warmup-epochs", cfg.warmup_epochs, 0, optional=cfg.warmup_steps is not None)
     check_int("warmup-steps", cfg.warmup_steps, 0, optional=True)
-    if not (isinstance(cfg.lr, (int, float)) and not isinstance(cfg.lr, bool) and math.isfinite(cfg.lr)
-            and cfg.lr > 0):
-        raise ConfigError(f"--lr must be a finite positive number, got {cfg.lr}.")
+    check_real("lr", cfg.lr, 0.0, low_open=True)
     check_real("weight-decay", cfg.weight_decay, 0.0)
     check_int("code-dim", cfg.code_dim, 1)
-    # 0 would divide the similarities by zero (and was once replaced by the default).
-    check_real("temperature", cfg.temperature, 0.0, low_open=True, optional=True)
-    check_int("queue-size", cfg.queue_size, 1)
-    check_real("l2-weight", cfg.l2_weight, 0.0)
-    check_real("ema", cfg.ema, 0.0, 1.0)
     check_int("image-size", cfg.image_size, 1, optional=True)
     check_int("workers", cfg.workers, 0, optional=True)
-    check_int("seed", cfg.seed, 0)
-    if cfg.seed > MAX_SEED:
-        raise ConfigError(f"--seed must be at most {MAX_SEED}, got {cfg.seed}.")
+    check_seed(cfg.seed)
     check_int("log-every", cfg.log_every, 1)
     check_int("checkpoint-every", cfg.checkpoint_every, 0)
-    _validate_baseline_options(cfg)
     if cfg.subset not in (None, "retrieval"):
         raise ConfigError(f"Unknown --subset '{cfg.subset}'; the only subset is 'retrieval'.")
-    check_flags(cfg, "momentum", "download", "compile", "sync_bn")
-
-
-def check_flags(cfg: Any, *names: str) -> None:
-    """Each of ``cfg``'s fields ``names`` must be a bool (an on/off option)."""
-    for name in names:
-        if not isinstance(getattr(cfg, name), bool):
-            raise ConfigError(f"--{name.replace('_', '-')} must be on or off, got {getattr(cfg, name)!r}.")
+    check_flags(cfg, "download", "compile", "sync_bn")
 
 
 def load_saved_config(run, section: dict[str, Any], cls: type, validate: Callable[[Any], None]) -> Any:
     """``cls`` built from a run's saved config.json ``section`` and checked with ``validate``;
     a section that does not pass is reported as damaged."""
-    from nacvae.errors import CheckpointError
-
     try:
         cfg = cls.from_dict(section)
         validate(cfg)
@@ -219,6 +163,7 @@ def check_resume_options(run, saved: dict[str, Any], given: dict[str, Any]) -> N
     the learning-rate schedule of every step already taken, so it is refused too."""
     # A length in epochs is unused when the run was given one in steps, and vice versa.
     instead = {"epochs": "steps", "warmup_epochs": "warmup_steps"}
+    saved = {**saved, **(saved.get("options") or {})}
     for name, value in given.items():
         if name in saved and name not in RESUME_FREE and saved[name] != value:
             shown = instead.get(name) if saved.get(instead.get(name, "")) is not None else name
@@ -226,24 +171,6 @@ def check_resume_options(run, saved: dict[str, Any], given: dict[str, Any]) -> N
             raise ConfigError(
                 f"--resume continues {run} with the settings it was started with ({saved_flag} {saved[shown]!r}), "
                 f"so {flag} {value!r} cannot be given with it; start a new run with another --out instead.")
-
-
-def _validate_baseline_options(cfg: PretrainConfig) -> None:
-    """The options of InsDis, SSDH and DistillHash (docs/method.md, "Baselines")."""
-    from nacvae.train.methods import OPTIONAL_TEACHER_OBJECTIVES, TEACHER_OBJECTIVES
-
-    if cfg.objective in TEACHER_OBJECTIVES and not cfg.teacher:
-        raise ConfigError(f"--objective {cfg.objective} needs --teacher, a pretraining run or backbone state dict "
-                          f"whose features give the pair similarities.")
-    takers = TEACHER_OBJECTIVES + OPTIONAL_TEACHER_OBJECTIVES
-    if cfg.teacher and cfg.objective not in takers:
-        raise ConfigError(f"--teacher is used only by --objective {', '.join(takers[:-1])} and {takers[-1]}, "
-                          f"not {cfg.objective}.")
-    if cfg.negatives is not None and (isinstance(cfg.negatives, bool) or not isinstance(cfg.negatives, int)
-                                      or cfg.negatives < 0):
-        raise ConfigError(f"--negatives must be a non-negative integer (0 = exact softmax), got {cfg.negatives!r}.")
-    if not (isinstance(cfg.bank_momentum, (int, float)) and 0.0 <= cfg.bank_momentum < 1.0):
-        raise ConfigError(f"--bank-momentum must lie in [0, 1), got {cfg.bank_momentum!r}.")
 
 
 def schedule_steps(cfg: PretrainConfig, steps_per_epoch: int) -> tuple[int, int]:
@@ -260,21 +187,3 @@ def check_world_size(batch_size: int, world_size: int) -> int:
             f"--batch-size {batch_size} is the batch over all {world_size} processes and must be a multiple of {world_size}."
         )
     return batch_size // world_size
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when present; asking for CUDA on a machine without it is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"Unknown device '{name}'; use auto, cpu, cuda or cuda:N.") from exc
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {name} was asked for, but this machine has no usable CUDA GPU.")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"--device {name} was asked for, but this machine has {torch.cuda.device_count()} GPU(s).")
-    elif device.type != "cpu":
-        raise ConfigError(f"Unsupported device '{name}'; use auto, cpu, cuda or cuda:N.")
-    return device

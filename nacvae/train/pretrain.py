@@ -23,29 +23,24 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from nacvae import __version__, distributed
-from nacvae.checkpoint import load_checkpoint, restore_training_state, save_checkpoint
+from nacvae import __version__, distributed, registry
+from nacvae.checkpoint import input_description, load_checkpoint, restore_training_state, save_checkpoint
 from nacvae import interrupts
 from nacvae.errors import ConfigError, TrainingError
-from nacvae.models.backbones import build_backbone
-from nacvae.models.heads import PretrainEncoder
+from nacvae.methods.base import Method
 from nacvae.runs import (
     CHECKPOINT, append_metrics, check_run_dir, hold_run, read_config, read_run_config, truncate_metrics,
     write_config,
 )
+from nacvae.devices import resolve_device
 from nacvae.train.config import (
-    PretrainConfig, check_world_size, resolve_device, saved_config, schedule_steps, validate_config,
+    PretrainConfig, check_world_size, saved_config, schedule_steps, validate_config,
 )
-from nacvae.train.methods import Method, build_method, prepare_method
+from nacvae.train.methods import build_method, prepare_method
 from nacvae.train.optim import build_optimizer, build_scheduler
 from nacvae.train.precision import resolve_amp
+from nacvae.train.seeds import step_seed
 from nacvae.train.telemetry import CollapseMonitor, code_statistics, collapse_message
-
-
-def step_seed(seed: int, step: int, stream: int = 0, rank: int = 0) -> int:
-    """A distinct 63-bit seed per (run seed, step, stream, process rank), stable across runs."""
-    mixed = seed * 0x9E3779B97F4A7C15 + step * 0xBF58476D1CE4E5B9 + stream * 0x94D049BB133111EB
-    return (mixed + rank * 0xD6E8FEB86659FD93) % (2**63 - 1)
 
 
 @dataclass
@@ -59,11 +54,6 @@ class PretrainData:
 
     def __len__(self) -> int:
         return len(self.images) if self.images is not None else len(self.stream)
-
-
-# Objectives that need nothing of the dataset but its batches (the others keep per-image state
-# or compute features of every image up front, which needs the images in memory).
-STREAMABLE_OBJECTIVES = ("nac", "simclr", "moco", "deepbit")
 
 
 def load_pretrain_data(cfg: PretrainConfig, device: torch.device) -> PretrainData:
@@ -95,9 +85,10 @@ def _streamed_pretrain_data(cfg: PretrainConfig, data) -> PretrainData:
     from nacvae.data.catalog import dataset_stats
     from nacvae.data.stream import default_workers
 
-    if cfg.objective not in STREAMABLE_OBJECTIVES:
+    if not cfg.spec.streams:
+        streamable = [name for name in registry.names() if registry.spec(name).streams]
         raise ConfigError(f"--objective {cfg.objective} needs the training images in memory, and {cfg.data} is read "
-                          f"batch by batch; use one of {', '.join(STREAMABLE_OBJECTIVES)}.")
+                          f"batch by batch; use one of {', '.join(streamable)}.")
     if cfg.subset == "retrieval" and data.name != "flickr25k":
         raise ConfigError(f"--subset retrieval is not defined for {cfg.data}, which is read batch by batch.")
     if len(data) < cfg.batch_size:
@@ -112,35 +103,8 @@ def _streamed_pretrain_data(cfg: PretrainConfig, data) -> PretrainData:
     return PretrainData(None, mean, std, data.image_shape, augment, stream=data)
 
 
-def build_encoder(cfg: PretrainConfig, image_shape: tuple[int, int, int]) -> PretrainEncoder:
-    from nacvae.models.backbones import stem_for
-
-    backbone, feature_dim = build_backbone(cfg.arch, image_shape[0], image_shape[1], stem=stem_for(cfg.data))
-    return PretrainEncoder(backbone, feature_dim, cfg.code_dim, predictor=cfg.objective == "nac")
-
-
-def build_pretrain_method(cfg: PretrainConfig, image_shape: tuple[int, int, int]) -> Method:
-    torch.manual_seed(cfg.seed)
-    encoder = build_encoder(cfg, image_shape)
-    teacher = None
-    if cfg.teacher is not None:
-        from nacvae.train.teacher import load_teacher
-
-        teacher, _ = load_teacher(cfg.teacher, image_shape)
-    return build_method(cfg.objective, encoder, flip_prob=cfg.flip_prob, momentum_variant=cfg.momentum,
-                        queue_size=cfg.queue_size, ema=cfg.ema, temperature=cfg.temperature,
-                        l2_weight=cfg.l2_weight, seed=cfg.seed, teacher=teacher, negatives=cfg.negatives,
-                        bank_momentum=cfg.bank_momentum)
-
-
-def input_description(image_shape, mean, std) -> dict[str, Any]:
-    """What the backbone expects: ``(x / 255 - mean) / std`` per channel, of square images."""
-    return {"channels": int(image_shape[0]), "image_size": int(image_shape[-1]),
-            "mean": [float(m) for m in mean], "std": [float(s) for s in std]}
-
-
 def checkpoint_meta(cfg: PretrainConfig, image_shape, feature_dim: int) -> dict[str, Any]:
-    return dict(arch=cfg.arch, objective=cfg.objective, momentum=cfg.momentum, dataset=cfg.data,
+    return dict(arch=cfg.arch, objective=cfg.objective, momentum=bool(cfg.options.get("momentum")), dataset=cfg.data,
                 code_dim=cfg.code_dim, image_shape=list(image_shape), feature_dim=feature_dim,
                 nacvae_version=__version__)
 
@@ -190,7 +154,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, progres
 def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device: torch.device, per_rank: int) -> Path:
     rank, world, main = distributed.rank(), distributed.world_size(), distributed.is_main()
     data = distributed.agree(lambda: load_pretrain_data(cfg, device), main_first=True)
-    method = distributed.agree(lambda: build_pretrain_method(cfg, data.image_shape)).to(device)
+    method = distributed.agree(lambda: build_method(cfg, data.image_shape)).to(device)
     if data.images is not None:
         method.attach_dataset(data.images, data.mean, data.std)  # before resuming: a memory bank is in the checkpoint
 
@@ -353,7 +317,8 @@ def _watch_collapse(monitor: CollapseMonitor, record: dict[str, Any], run_config
     event = monitor.update(record["step"], record["code_abs_mean"], record["loss_minus_log2b"])
     if event == "collapsed":
         bar.write(collapse_message(monitor.collapsed_at, record["code_abs_mean"], record["loss_minus_log2b"],
-                                   warmup_steps, cfg.lr, cfg.flip_prob, cfg.l2_weight if cfg.momentum else None),
+                                   warmup_steps, cfg.lr, cfg.options["flip_prob"],
+                                   cfg.options["l2_weight"] if cfg.options["momentum"] else None),
                   file=sys.stderr)
         run_config.update(collapsed=True, collapsed_at_step=monitor.collapsed_at)
         write_config(out, run_config)

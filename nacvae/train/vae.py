@@ -34,18 +34,19 @@ from nacvae import interrupts
 from nacvae.errors import CheckpointError, ConfigError, TrainingError
 from nacvae.models.likelihoods import binarize
 from nacvae.models.vae import VAE, analytic_kl
+from nacvae.train.seeds import step_seed
 from nacvae.runs import (
     CHECKPOINT, append_metrics, check_run_dir, hold_run, read_run_config, run_checkpoint, truncate_metrics, write_config,
 )
 from nacvae.train.elbo import negative_elbo
 from nacvae.train.vae_curves import curve_point, curve_steps
 from nacvae.train.vae_config import (
-    _STREAM_PICTURES, _STREAM_SHUFFLE, _STREAM_TEST, ELBOS, INITS, VAE_DEFAULTS, VAEConfig, check_encoder_shape,
+    _STREAM_PICTURES, _STREAM_SHUFFLE, _STREAM_TEST, ELBOS, INITS, VAEConfig, check_encoder_shape,
     resolve_encoder_init, resolve_vae_config, saved_vae_config, validate_vae_config,
 )
 
 __all__ = [
-    "VAEConfig", "VAE_DEFAULTS", "INITS", "resolve_vae_config", "validate_vae_config", "resolve_encoder_init",
+    "VAEConfig", "INITS", "resolve_vae_config", "validate_vae_config", "resolve_encoder_init",
     "build_vae", "train_vae", "load_vae", "evaluate_run", "vae_observations",
 ]
 
@@ -98,8 +99,6 @@ def load_vae_data(cfg: VAEConfig, device: torch.device, image_size: int | None) 
 def _test_observations(images: torch.Tensor, likelihood: str, mode: str, seed: int) -> torch.Tensor:
     """The test split as observed, on the CPU: stochastic binarisation is drawn once, from the
     run's seed, so training's test records and ``evaluate_run`` see the same pixels."""
-    from nacvae.train.pretrain import step_seed
-
     gen = torch.Generator().manual_seed(step_seed(seed, 0, stream=_STREAM_TEST))
     return vae_observations(images.cpu(), likelihood, mode, gen)
 
@@ -191,7 +190,7 @@ def train_vae(cfg: VAEConfig, out: str | Path, resume: bool = False, progress: b
 
 def _prepare(cfg: VAEConfig, out: Path, resume: bool, progress: bool) -> Path:
     from nacvae.models.backbones import build_backbone
-    from nacvae.train.config import resolve_device
+    from nacvae.devices import resolve_device
 
     saved = None
     if resume:
@@ -223,8 +222,6 @@ def _prepare(cfg: VAEConfig, out: Path, resume: bool, progress: bool) -> Path:
 
 def _train(cfg: VAEConfig, out: Path, resume: bool, progress: bool, device: torch.device, data: VAEData,
            backbone, feature_dim: int, source: dict[str, Any], arch: str) -> Path:
-    from nacvae.train.pretrain import step_seed
-
     vae = build_vae(cfg, backbone, feature_dim, data.image_shape, data.mean, data.std).to(device)
     # The loss is Pyro's ELBO for vae.model / vae.guide, computed from the model's own terms
     # (nacvae.train.elbo) and minimised with a plain torch optimiser over the module's
@@ -355,8 +352,6 @@ def _train(cfg: VAEConfig, out: Path, resume: bool, progress: bool, device: torc
 
 def _epoch_end(cfg: VAEConfig, vae: VAE, writer, out: Path, step: int, epoch: int, test_x: torch.Tensor,
                shown: torch.Tensor, last: bool) -> None:
-    from nacvae.train.pretrain import step_seed
-
     if cfg.test_every and (epoch % cfg.test_every == 0 or last):
         result = _test_elbo(vae, test_x, step_seed(cfg.seed, 0, stream=_STREAM_TEST))
         for key, value in result.items():
@@ -372,8 +367,6 @@ def _epoch_end(cfg: VAEConfig, vae: VAE, writer, out: Path, step: int, epoch: in
 
 def _curve_record(cfg: VAEConfig, vae: VAE, writer, out: Path, step: int, fraction: float,
                   curve_x: torch.Tensor) -> None:
-    from nacvae.train.pretrain import step_seed
-
     point = curve_point(vae, curve_x, cfg.curve_samples, step_seed(cfg.seed, 0, stream=_STREAM_TEST))
     for key, value in point.items():
         writer.add_scalar(f"curve/{key}", value, step)
@@ -454,7 +447,7 @@ def evaluate_run(run: str | Path | None = None, checkpoint: str | Path | None = 
     latent_dim, step, ...) and ``seconds``.
     """
     from nacvae.eval.loglik import evaluate_vae
-    from nacvae.train.config import resolve_device
+    from nacvae.devices import resolve_device
 
     if (run is None) == (checkpoint is None):
         raise ConfigError("Give exactly one of --run and --checkpoint.")

@@ -15,23 +15,17 @@ from typing import Any
 
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
+from nacvae import presets, registry
+from nacvae.checks import check_flags, check_int, check_real, check_seed
 from nacvae.errors import CheckpointError, ConfigError
+from nacvae.models.backbones import ARCHITECTURES
 from nacvae.models.vae import LIKELIHOODS
+from nacvae.train.seeds import step_seed
 from nacvae.runs import CHECKPOINT, default_runs_root, find_latest_run, iter_runs, run_checkpoint
 
-INITS = ("random", "nac", "simclr", "moco")
-INITS = INITS + ("insdis", "deepbit", "ssdh", "distillhash")  # the paper's other baselines
+INITS = ("random",) + registry.names()
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
 BINARIZE = ("threshold", "stochastic")
-
-# Per-dataset training defaults; the architecture of the random baseline comes from the
-# pretraining defaults (nacvae.train.config.DATASET_DEFAULTS).
-VAE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "digits": dict(epochs=100, batch_size=128),
-    "fashion-mnist": dict(epochs=50, batch_size=128),
-    "cifar10": dict(epochs=100, batch_size=128),
-    "folder": dict(epochs=100, batch_size=128),
-}
 
 # Seed streams of the VAE stage (nacvae.train.pretrain.step_seed).
 _STREAM_SHUFFLE, _STREAM_RANDOM_BACKBONE, _STREAM_PICTURES, _STREAM_TEST = 1, 3, 4, 5
@@ -43,7 +37,7 @@ class VAEConfig:
     data_dir: str | None = None
     download: bool = True
     image_size: int | None = None      # folders: side images are resized to [the encoder's, else 32]
-    init: str = "random"               # random | nac | simclr | moco | insdis | deepbit | ssdh | distillhash
+    init: str = "random"               # random, or a method's name: its newest pretraining run
     encoder: str | None = None         # a pretraining checkpoint or run folder; overrides init
     runs_root: str | None = None       # where --init looks for pretraining runs [$NACVAE_RUNS or ./runs]
     arch: str | None = None            # [the encoder's; the dataset's default for random]
@@ -79,14 +73,8 @@ class VAEConfig:
 
 
 def resolve_vae_config(data: str = "digits", **given: Any) -> VAEConfig:
-    """A configuration from the dataset's VAE defaults, overridden by every value given (not None)."""
-    from nacvae.train.config import dataset_family
-
-    family = dataset_family(data)
-    if family not in VAE_DEFAULTS:
-        known = ", ".join([*VAE_DEFAULTS][:-1]) + ", folder:PATH"
-        raise ConfigError(f"Unknown dataset '{data}'; choose one of {known}.")
-    values = dict(VAE_DEFAULTS[family])
+    """A configuration from the dataset's VAE preset, overridden by every value given (not None)."""
+    values = presets.preset(presets.VAE, data)
     values.update({k: v for k, v in given.items() if v is not None})
     cfg = VAEConfig(data=data, **values)
     validate_vae_config(cfg)
@@ -94,12 +82,6 @@ def resolve_vae_config(data: str = "digits", **given: Any) -> VAEConfig:
 
 
 def validate_vae_config(cfg: VAEConfig) -> None:
-    from nacvae.models.backbones import ARCHITECTURES
-
-    def positive_int(name: str, value: Any, least: int = 1) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ConfigError(f"--{name} must be an integer of at least {least}, got {value!r}.")
-
     if cfg.init not in INITS:
         raise ConfigError(f"Unknown --init '{cfg.init}'; choose one of {', '.join(INITS)}.")
     if cfg.arch is not None and cfg.arch not in ARCHITECTURES:
@@ -110,31 +92,24 @@ def validate_vae_config(cfg: VAEConfig) -> None:
         raise ConfigError(f"Unknown --binarize '{cfg.binarize}'; choose one of {', '.join(BINARIZE)}.")
     if cfg.elbo not in ELBOS:
         raise ConfigError(f"Unknown --elbo '{cfg.elbo}'; choose one of {', '.join(ELBOS)}.")
-    positive_int("latent-dim", cfg.latent_dim)
-    positive_int("decoder-width", cfg.decoder_width)
-    positive_int("epochs", cfg.epochs)
-    if cfg.steps is not None:
-        positive_int("steps", cfg.steps)
+    check_int("latent-dim", cfg.latent_dim)
+    check_int("decoder-width", cfg.decoder_width)
+    check_int("epochs", cfg.epochs)
+    check_int("steps", cfg.steps, optional=True)
     # batch norm in the backbone needs more than one value per channel
-    positive_int("batch-size", cfg.batch_size, least=2)
-    if not (isinstance(cfg.lr, (int, float)) and math.isfinite(cfg.lr) and cfg.lr > 0):
-        raise ConfigError(f"--lr must be a positive number, got {cfg.lr!r}.")
-    positive_int("kl-warmup-epochs", cfg.kl_warmup_epochs, least=0)
-    positive_int("eval-samples", cfg.eval_samples, least=0)
-    positive_int("curve-points", cfg.curve_points, least=0)
-    positive_int("curve-samples", cfg.curve_samples, least=0)
-    positive_int("curve-images", cfg.curve_images)
-    positive_int("log-every", cfg.log_every)
-    positive_int("checkpoint-every", cfg.checkpoint_every, least=0)
-    positive_int("test-every", cfg.test_every, least=0)
-    positive_int("image-every", cfg.image_every, least=0)
-    if cfg.image_size is not None:
-        positive_int("image-size", cfg.image_size)
-    positive_int("seed", cfg.seed, least=0)
-    from nacvae.train.config import MAX_SEED, check_flags
-
-    if cfg.seed > MAX_SEED:
-        raise ConfigError(f"--seed must be at most {MAX_SEED}, got {cfg.seed}.")
+    check_int("batch-size", cfg.batch_size, 2)
+    check_real("lr", cfg.lr, 0.0, low_open=True)
+    check_int("kl-warmup-epochs", cfg.kl_warmup_epochs, 0)
+    check_int("eval-samples", cfg.eval_samples, 0)
+    check_int("curve-points", cfg.curve_points, 0)
+    check_int("curve-samples", cfg.curve_samples, 0)
+    check_int("curve-images", cfg.curve_images)
+    check_int("log-every", cfg.log_every)
+    check_int("checkpoint-every", cfg.checkpoint_every, 0)
+    check_int("test-every", cfg.test_every, 0)
+    check_int("image-every", cfg.image_every, 0)
+    check_int("image-size", cfg.image_size, optional=True)
+    check_seed(cfg.seed)
     check_flags(cfg, "download", "freeze_encoder")
 
 
@@ -197,17 +172,10 @@ def resolve_encoder_init(cfg: VAEConfig, image_shape: tuple[int, int, int] | Non
     checked (the caller does it once the data are loaded).
     """
     from nacvae.transfer import load_encoder, random_encoder
-    from nacvae.train.config import DATASET_DEFAULTS, dataset_family
-
     if cfg.encoder is None and cfg.init == "random":
         if image_shape is None:
             raise ConfigError("A random encoder needs the image shape.")
-        arch = cfg.arch
-        if arch is None:
-            family = dataset_family(cfg.data)
-            if family not in DATASET_DEFAULTS:
-                raise ConfigError(f"Unknown dataset '{cfg.data}'; give --arch for the random encoder.")
-            arch = DATASET_DEFAULTS[family]["arch"]
+        arch = presets.default_arch(cfg.data) if cfg.arch is None else cfg.arch
         seed = _random_backbone_seed(cfg.seed)
         encoder, meta = random_encoder(arch, tuple(image_shape), seed=seed)
         source = {"init": "random", "objective": "random", "arch": arch, "checkpoint": None, "run": None,
@@ -241,8 +209,6 @@ def check_encoder_shape(path, encoder_shape, image_shape, data: str) -> None:
 def _random_backbone_seed(seed: int) -> int:
     # The VAE's own heads are initialised from `seed`; the random backbone gets its own
     # stream so that those heads are the same for every init.
-    from nacvae.train.pretrain import step_seed
-
     return step_seed(seed, 0, stream=_STREAM_RANDOM_BACKBONE) % 2**32
 
 

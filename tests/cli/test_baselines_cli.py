@@ -54,9 +54,9 @@ def test_teacher_trained_on_other_images_fails_cleanly(tmp_path, teacher):
 
 
 @pytest.mark.parametrize("args,fragment", [
-    (["--objective", "nac", "--teacher", "x.pt"], "--teacher is used only by --objective ssdh, distillhash and deepbit"),
-    (["--objective", "insdis", "--negatives", "-1"], "--negatives must be a non-negative integer"),
-    (["--objective", "insdis", "--bank-momentum", "1"], "--bank-momentum must lie in [0, 1)"),
+    (["--objective", "nac", "--teacher", "x.pt"], "--teacher is an option of --objective deepbit, ssdh or distillhash"),
+    (["--objective", "insdis", "--negatives", "-1"], "--negatives must not be negative"),
+    (["--objective", "insdis", "--bank-momentum", "1"], "--bank-momentum must be a number in [0, 1)"),
     (["--objective", "insdis", "--temperature", "0"], "--temperature must be a finite number above 0"),
 ])
 def test_bad_baseline_options_fail_cleanly(tmp_path, args, fragment):

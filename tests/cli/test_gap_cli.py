@@ -48,7 +48,7 @@ def test_gap_text(vae_run):
 
 @pytest.mark.parametrize("args, fragment", [
     (["--samples", "0"], "--samples must be a positive integer"),
-    (["--lr", "-1"], "--lr must be a positive number"),
+    (["--lr", "-1"], "--lr must be a finite number above 0"),
     (["--num-images", "100000"], "more than the 359 test images"),
     (["--batch-size", "0"], "--batch-size must be a positive integer"),
 ])

@@ -9,9 +9,9 @@ from nacvae.train.vae_config import resolve_vae_config
 from tests.clitools import assert_clean_failure, nacvae
 
 PRETRAIN_BAD = [
-    ("--temperature", "0", "--temperature must be a finite number above 0"),
-    ("--temperature", "-1", "--temperature must be a finite number above 0"),
-    ("--temperature", "inf", "--temperature must be a finite number above 0"),
+    ("--objective simclr --temperature", "0", "--temperature must be a finite number above 0"),
+    ("--objective moco --temperature", "-1", "--temperature must be a finite number above 0"),
+    ("--objective insdis --temperature", "inf", "--temperature must be a finite number above 0"),
     ("--weight-decay", "-1", "--weight-decay must be a finite number of at least 0"),
     ("--weight-decay", "nan", "--weight-decay must be a finite number of at least 0"),
     ("--warmup-epochs", "-5", "--warmup-epochs must not be negative"),
@@ -19,8 +19,8 @@ PRETRAIN_BAD = [
     ("--epochs", "0", "--epochs must be at least 1"),
     ("--steps", "-3", "--steps must be at least 1"),
     ("--batch-size", "1", "--batch-size must be at least 2"),
-    ("--lr", "1e400", "--lr must be a finite positive number"),
-    ("--flip-prob", "nan", "--flip-prob must lie strictly between 0 and 0.5"),
+    ("--lr", "1e400", "--lr must be a finite number above 0"),
+    ("--flip-prob", "nan", "--flip-prob must be a number in (0, 0.5)"),
     ("--code-dim", "0", "--code-dim must be at least 1"),
     ("--queue-size", "0", "--queue-size must be at least 1"),
     ("--l2-weight", "-0.1", "--l2-weight must be a finite number of at least 0"),
@@ -35,27 +35,27 @@ PRETRAIN_BAD = [
 @pytest.mark.parametrize("option,value,fragment", PRETRAIN_BAD)
 def test_pretrain_refuses(tmp_path, option, value, fragment):
     out = tmp_path / "run"
-    assert_clean_failure(nacvae("pretrain", "--out", out, option, value), fragment)
+    assert_clean_failure(nacvae("pretrain", "--out", out, *option.split(), value), fragment)
     assert not out.exists()
 
 
 def test_the_temperature_given_is_the_one_used():
     """0 was once silently replaced by the default while config.json recorded 0."""
-    assert resolve_config("digits", objective="simclr", temperature=0.1).temperature == 0.1
+    assert resolve_config("digits", objective="simclr", temperature=0.1).options["temperature"] == 0.1
     with pytest.raises(ConfigError, match="--temperature"):
         resolve_config("digits", objective="simclr", temperature=0.0)
 
 
 VAE_BAD = [
-    ("--lr", "-1", "--lr must be a positive number"),
-    ("--lr", "nan", "--lr must be a positive number"),
-    ("--latent-dim", "0", "--latent-dim must be an integer of at least 1"),
-    ("--epochs", "0", "--epochs must be an integer of at least 1"),
-    ("--batch-size", "1", "--batch-size must be an integer of at least 2"),
-    ("--kl-warmup-epochs", "-1", "--kl-warmup-epochs must be an integer of at least 0"),
-    ("--eval-samples", "-1", "--eval-samples must be an integer of at least 0"),
-    ("--image-size", "0", "--image-size must be an integer of at least 1"),
-    ("--seed", "-2", "--seed must be an integer of at least 0"),
+    ("--lr", "-1", "--lr must be a finite number above 0"),
+    ("--lr", "nan", "--lr must be a finite number above 0"),
+    ("--latent-dim", "0", "--latent-dim must be at least 1"),
+    ("--epochs", "0", "--epochs must be at least 1"),
+    ("--batch-size", "1", "--batch-size must be at least 2"),
+    ("--kl-warmup-epochs", "-1", "--kl-warmup-epochs must not be negative"),
+    ("--eval-samples", "-1", "--eval-samples must not be negative"),
+    ("--image-size", "0", "--image-size must be at least 1"),
+    ("--seed", "-2", "--seed must not be negative"),
 ]
 
 

@@ -17,13 +17,13 @@ import pytest
 import torch
 
 GOLDEN = Path(__file__).with_name("trajectories.json")
-SHORT = dict(steps=6, warmup_steps=2, batch_size=64, log_every=1, code_dim=16, queue_size=128, device="cpu")
+SHORT = dict(steps=6, warmup_steps=2, batch_size=64, log_every=1, code_dim=16, device="cpu")
 # (label, options): the seven objectives, NAC's momentum form, and DeepBit on a teacher.
 CASES = [
     ("nac", dict(objective="nac")),
-    ("nac-momentum", dict(objective="nac", momentum=True)),
+    ("nac-momentum", dict(objective="nac", momentum=True, queue_size=128)),
     ("simclr", dict(objective="simclr")),
-    ("moco", dict(objective="moco")),
+    ("moco", dict(objective="moco", queue_size=128)),
     ("insdis", dict(objective="insdis", negatives=0)),
     ("insdis-nce", dict(objective="insdis", negatives=32)),
     ("deepbit", dict(objective="deepbit")),

@@ -22,7 +22,7 @@ def tiny_encoder():
 
 
 def test_insdis_bank_moves_the_batch_rows_only_after_the_step():
-    from nacvae.train.methods import InsDis
+    from nacvae.methods.insdis import InsDis
 
     method = InsDis(tiny_encoder(), negatives=5, seed=1)
     images = torch.zeros(10, 3, 2, 2, dtype=torch.uint8)
@@ -52,8 +52,9 @@ def test_insdis_bank_moves_the_batch_rows_only_after_the_step():
 def test_resume_is_bit_identical_bank_and_teacher_included(tmp_path, monkeypatch, objective, cls, teacher_run):
     """InsDis's bank and Z come back from the checkpoint; DistillHash recomputes its
     teacher's features and thresholds; either way the resumed run ends where a whole one does."""
-    from nacvae.train import methods
+    import importlib
 
+    methods = importlib.import_module(f"nacvae.methods.{objective}")
     options = dict(negatives=256) if objective == "insdis" else dict(teacher=str(teacher_run))
     cfg = resolve_config("digits", objective=objective, checkpoint_every=2, **options, **TINY)
     whole = load_checkpoint(pretrain(cfg, tmp_path / "whole", progress=False) / CHECKPOINT)
@@ -94,7 +95,8 @@ def test_each_baseline_trains_and_every_evaluator_reads_its_run(tmp_path, object
     from nacvae.transfer import export_backbone
 
     teacher = str(teacher_run) if objective in ("ssdh", "distillhash") else None
-    cfg = resolve_config("digits", objective=objective, teacher=teacher, negatives=0, **TINY)
+    options = dict(negatives=0) if objective == "insdis" else dict(teacher=teacher) if teacher else {}
+    cfg = resolve_config("digits", objective=objective, **options, **TINY)
     run = pretrain(cfg, tmp_path / "run", progress=False)
     assert read_config(run)["status"] == "complete" and read_config(run)["objective"] == objective
     encoder, meta, data, data_dir = resolve_encoder(run=run)
@@ -108,7 +110,7 @@ def test_each_baseline_trains_and_every_evaluator_reads_its_run(tmp_path, object
 
 
 def test_teacher_from_a_run_an_exported_state_dict_or_nothing_usable(tmp_path, teacher_run):
-    from nacvae.train.teacher import load_teacher, teacher_features
+    from nacvae.methods.teacher import load_teacher, teacher_features
     from nacvae.transfer import export_backbone
 
     shape = (1, 8, 8)
@@ -136,7 +138,7 @@ def test_teacher_from_a_run_an_exported_state_dict_or_nothing_usable(tmp_path, t
 def test_teacher_from_a_torchvision_imagenet_state_dict(tmp_path):
     import torchvision
 
-    from nacvae.train.teacher import load_teacher, teacher_features
+    from nacvae.methods.teacher import load_teacher, teacher_features
 
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "imagenet.pt")
     imagenet, info = load_teacher(tmp_path / "imagenet.pt", (1, 8, 8))  # grey digits into an ImageNet ResNet-18
@@ -151,7 +153,7 @@ def test_teacher_from_a_torchvision_imagenet_state_dict(tmp_path):
 
 
 def test_insdis_uses_the_exact_softmax_on_small_banks_and_nce_on_large_ones(monkeypatch):
-    from nacvae.train.methods import InsDis
+    from nacvae.methods.insdis import InsDis
 
     images = torch.zeros(10, 3, 2, 2, dtype=torch.uint8)
     small = InsDis(tiny_encoder())
@@ -181,9 +183,9 @@ def test_deepbit_with_a_teacher_trains_only_its_hash_layer(tmp_path, teacher_run
     fresh = resolve_config("digits", objective="deepbit", **TINY)
     alone, _ = load_encoder(pretrain(fresh, tmp_path / "alone", progress=False) / CHECKPOINT)
     assert any(not torch.equal(v, want[k]) for k, v in alone.backbone.state_dict().items())
-    from nacvae.train.pretrain import build_pretrain_method
+    from nacvae.train.methods import build_method
 
-    initial = build_pretrain_method(cfg, (1, 8, 8)).encoder.state_dict()
+    initial = build_method(cfg, (1, 8, 8)).encoder.state_dict()
     heads = {k: v for k, v in student.state_dict().items() if not k.startswith("backbone.")}
     assert heads and any(not torch.equal(v, initial[k]) for k, v in heads.items())  # the hash layer learned
     # A teacher of another architecture cannot be the backbone.

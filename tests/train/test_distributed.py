@@ -72,7 +72,10 @@ def grads(method):
 
 def equivalence_results(device) -> dict:
     from nacvae import distributed
-    from nacvae.train.methods import NAC, MoCo, SimCLR, prepare_method
+    from nacvae.methods.moco import MoCo
+    from nacvae.methods.nac import NAC
+    from nacvae.methods.simclr import SimCLR
+    from nacvae.train.methods import prepare_method
 
     rank = distributed.rank()
     x1, x2, signs = local_part(rank, *fixed_batch())
@@ -111,7 +114,7 @@ INSDIS_ROWS = torch.tensor([7, 2, 5, 1])
 
 
 def insdis_method():
-    from nacvae.train.methods import InsDis
+    from nacvae.methods.insdis import InsDis
 
     method = InsDis(tiny_encoder(False), negatives=0, seed=3)
     method.attach_dataset(torch.zeros(10, 3, 2, 2, dtype=torch.uint8), (0.5,) * 3, (0.25,) * 3)
@@ -142,7 +145,7 @@ def train_whole_cut_and_resume(root) -> None:
 
     from nacvae.cli.main import cli
     from nacvae import distributed
-    from nacvae.train import methods
+    from nacvae.methods import nac as methods
     from nacvae.train.config import resolve_config
     from nacvae.train.pretrain import pretrain
 
@@ -197,7 +200,9 @@ def job(tmp_path_factory):
 
 
 def test_two_processes_match_one_process_on_the_whole_batch(job):
-    from nacvae.train.methods import NAC, MoCo, SimCLR
+    from nacvae.methods.moco import MoCo
+    from nacvae.methods.nac import NAC
+    from nacvae.methods.simclr import SimCLR
 
     ranks = [torch.load(job / f"equivalence-{r}.pt", weights_only=True) for r in range(WORLD)]
     x1, x2, signs = fixed_batch()

@@ -4,7 +4,9 @@ import torch.nn.functional as F
 from nacvae.models.backbones import build_backbone
 from nacvae.models.heads import PretrainEncoder
 from nacvae.objectives import nac_loss, sample_channel_signs
-from nacvae.train.methods import MoCo, NAC, NACMomentum, SimCLR
+from nacvae.methods.moco import MoCo
+from nacvae.methods.nac import NAC, NACMomentum
+from nacvae.methods.simclr import SimCLR
 
 
 def encoder(predictor=True):

@@ -20,7 +20,10 @@ TINY = dict(epochs=2, batch_size=256, log_every=2, code_dim=16)
 
 @pytest.mark.parametrize("objective,momentum", [("nac", False), ("nac", True), ("simclr", False), ("moco", False)])
 def test_run_folder_is_complete_and_self_describing(tmp_path, objective, momentum):
-    cfg = resolve_config("digits", objective=objective, momentum=momentum, queue_size=64, **TINY)
+    options = dict(momentum=momentum) if objective == "nac" else {}
+    if momentum or objective == "moco":
+        options["queue_size"] = 64
+    cfg = resolve_config("digits", objective=objective, **options, **TINY)
     run = pretrain(cfg, tmp_path / "run", progress=False)
     config = read_config(run)
     assert config["status"] == "complete" and config["kind"] == "pretrain" and config["objective"] == objective
@@ -75,7 +78,7 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    from nacvae.train import methods
+    from nacvae.methods import nac as methods
 
     calls = {"n": 0}
     real = methods.NAC.loss

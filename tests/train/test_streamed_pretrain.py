@@ -23,7 +23,7 @@ def config(imagenet, workers):
 
 
 def test_workers_do_not_change_the_run_and_resume_is_exact(imagenet, tmp_path, monkeypatch):
-    from nacvae.train import methods
+    from nacvae.methods import nac as methods
 
     whole = load_checkpoint(pretrain(config(imagenet, 0), tmp_path / "serial", progress=False) / CHECKPOINT)
     parallel = load_checkpoint(pretrain(config(imagenet, 2), tmp_path / "parallel", progress=False) / CHECKPOINT)

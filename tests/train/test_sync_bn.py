@@ -23,7 +23,8 @@ def test_sync_bn_converts_the_trained_encoder_not_the_key_encoder(monkeypatch):
     from nacvae import distributed
     from nacvae.models.backbones import build_backbone
     from nacvae.models.heads import PretrainEncoder
-    from nacvae.train.methods import NACMomentum, prepare_method
+    from nacvae.methods.nac import NACMomentum
+    from nacvae.train.methods import prepare_method
 
     torch.manual_seed(0)
     backbone, f = build_backbone("smallconv", 1, 8)
@@ -35,7 +36,7 @@ def test_sync_bn_converts_the_trained_encoder_not_the_key_encoder(monkeypatch):
     # As under torchrun, but with a stand-in for DistributedDataParallel, which accepts
     # SyncBatchNorm layers only on GPUs (they are built here, never run).
     monkeypatch.setattr(distributed, "is_distributed", lambda: True)
-    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", WrappedForTest)
+    monkeypatch.setattr("nacvae.train.methods.DistributedDataParallel", WrappedForTest)
     prepare_method(method, torch.device("cpu"), amp=False, sync_bn=True)
     assert batch_norms(method.encoder) == (0, layers)
     assert batch_norms(method.key_encoder) == (layers, 0)

@@ -204,9 +204,9 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
     (dict(init="byol"), "Unknown --init 'byol'"),
     (dict(likelihood="gaussian"), "Unknown --likelihood"),
     (dict(elbo="renyi"), "Unknown --elbo"),
-    (dict(latent_dim=0), "--latent-dim must be an integer of at least 1"),
-    (dict(batch_size=1), "--batch-size must be an integer of at least 2"),
-    (dict(lr=-1.0), "--lr must be a positive number"),
+    (dict(latent_dim=0), "--latent-dim must be at least 1"),
+    (dict(batch_size=1), "--batch-size must be at least 2"),
+    (dict(lr=-1.0), "--lr must be a finite number above 0"),
     (dict(kl_warmup_epochs=-1), "--kl-warmup-epochs"),
     (dict(arch="resnet7"), "Unknown architecture 'resnet7'"),
 ])

@@ -13,17 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torchvision.models as tvm
 from torch import nn
 
+from nacvae.checkpoint import FORMAT
+from nacvae.data.augment import normalize
 from nacvae.errors import CheckpointError, ConfigError
+from nacvae.models.backbones import ARCHITECTURES, build_backbone
+from nacvae.runs import CHECKPOINT
+from nacvae.transfer import load_encoder
 
 
 def load_teacher(path: str | Path, image_shape: tuple[int, int, int]) -> tuple[nn.Module, dict[str, Any]]:
     """(backbone in eval mode on the CPU, description) of the teacher at ``path`` for images
     of ``image_shape`` (C, H, W)."""
-    from nacvae.checkpoint import FORMAT
-    from nacvae.runs import CHECKPOINT
-    from nacvae.transfer import load_encoder
 
     path = Path(path)
     if not path.exists():
@@ -55,8 +58,6 @@ def load_teacher(path: str | Path, image_shape: tuple[int, int, int]) -> tuple[n
         raise CheckpointError(f"--teacher {path} is neither a nacvae checkpoint nor a plain state dict of tensors.")
     backbone, arch = _backbone_for(obj, image_shape)
     if backbone is None:
-        from nacvae.models.backbones import ARCHITECTURES
-
         raise CheckpointError(
             f"--teacher {path} does not hold the weights of a supported backbone "
             f"({', '.join(ARCHITECTURES)}, or torchvision's {', '.join(IMAGENET_ARCHITECTURES)}) "
@@ -90,9 +91,7 @@ IMAGENET_ARCHITECTURES = ("resnet18", "resnet50", "vgg16", "vgg16_bn")
 def _candidates(image_shape):
     """(name, builder) of every network a plain state dict may hold: nacvae's backbones for
     these images, then torchvision's ImageNet classifiers."""
-    import torchvision.models as tvm
 
-    from nacvae.models.backbones import ARCHITECTURES, build_backbone
 
     for arch in ARCHITECTURES:
         yield arch, lambda arch=arch: build_backbone(arch, image_shape[0], image_shape[1])[0]
@@ -129,7 +128,6 @@ def _backbone_for(state: dict[str, torch.Tensor], image_shape) -> tuple[nn.Modul
 def teacher_features(backbone: nn.Module, images: torch.Tensor, mean, std, batch_size: int = 256) -> torch.Tensor:
     """Float32 features [N, F] of uint8 images [N, C, H, W] (normalised as for evaluation),
     on the images' device, the backbone in eval mode."""
-    from nacvae.data import normalize
 
     backbone = backbone.to(images.device).eval()
     parts = [backbone(normalize(images[s:s + batch_size], mean, std)).float()

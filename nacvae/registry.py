@@ -1,0 +1,202 @@
+"""The method registry: what each pretraining method is, read without running it.
+
+A method is one module of ``nacvae/methods/`` that assigns ``SPEC = MethodSpec(...)``: its
+name, its own options with their defaults and checks, whether it
+can read a streamed dataset, whether its encoder has a prediction head, and its recipe (the
+training settings it sets over the dataset's preset). The command line, the configuration,
+``vae --init``, the studies and the docs all read this registry, so a method is named once.
+
+The specs are read from the modules' source (the ``SPEC`` assignment is a literal) rather than
+by importing them: method modules import torch, and ``--help`` and the thread set-up must run
+before torch starts. ``tests/test_registry.py`` checks that the source and the imported
+module agree.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from nacvae.checks import check_flag, check_int, check_real
+from nacvae.errors import ConfigError
+
+METHODS_DIR = Path(__file__).with_name("methods")
+KINDS = ("real", "int", "flag", "path")
+# Training settings a method's recipe may set over the dataset's preset.
+RECIPE_KEYS = ("optimizer", "lr", "weight_decay", "warmup_steps", "warmup_epochs", "code_dim")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a method: ``--name`` on the command line, ``name`` in config.json."""
+
+    name: str
+    default: Any = None
+    kind: str = "real"          # real | int | flag | path
+    help: str = ""
+    low: float = -math.inf      # real: the allowed interval
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = True
+    least: int = 0              # int: the smallest allowed value
+    optional: bool = False      # None is a meaningful value (the help says what it means)
+    required: bool = False      # a run of this method needs a value
+    preset: bool = False        # the dataset's preset gives the default (e.g. a queue length)
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def check(self, value: Any) -> None:
+        name = self.flag[2:]
+        if value is None and (self.optional or self.kind == "path"):
+            return
+        if self.kind == "real":
+            check_real(name, value, self.low, self.high, self.low_open, self.high_open)
+        elif self.kind == "int":
+            check_int(name, value, self.least)
+        elif self.kind == "flag":
+            check_flag(name, value)
+        elif not isinstance(value, str) or not value:
+            raise ConfigError(f"{self.flag} must be a path, got {value!r}.")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    summary: str                                 # one line for --help and the docs
+    options: tuple[Option, ...] = ()
+    streams: bool = True                         # needs nothing of the dataset but its batches
+    predictor: bool = False                      # the encoder has NAC's prediction head
+    recipe: dict[str, Any] = field(default_factory=dict)  # training settings over the preset
+    reference: str = ""                          # the paper
+    order: int = 100                             # place in lists (the paper's order)
+
+    def option(self, name: str) -> Option | None:
+        return next((o for o in self.options if o.name == name), None)
+
+    @property
+    def option_names(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.options)
+
+
+def _evaluate(node: ast.AST) -> Any:
+    """A literal, or a call of MethodSpec / Option with literal arguments."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _CONSTRUCTORS:
+        return _CONSTRUCTORS[node.func.id](*map(_evaluate, node.args),
+                                           **{k.arg: _evaluate(k.value) for k in node.keywords})
+    if isinstance(node, (ast.Tuple, ast.List)):
+        items = [_evaluate(e) for e in node.elts]
+        return tuple(items) if isinstance(node, ast.Tuple) else items
+    if isinstance(node, ast.Dict):
+        return {_evaluate(k): _evaluate(v) for k, v in zip(node.keys, node.values)}
+    return ast.literal_eval(node)
+
+
+_CONSTRUCTORS = {"MethodSpec": MethodSpec, "Option": Option}
+
+
+def read_spec(path: Path) -> MethodSpec | None:
+    """The ``SPEC`` a method module assigns, or None for a module that is not a method."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "SPEC" for t in node.targets):
+            return _evaluate(node.value)
+    return None
+
+
+@lru_cache(maxsize=None)
+def _specs() -> dict[str, tuple[MethodSpec, str]]:
+    found = {}
+    for path in sorted(METHODS_DIR.glob("*.py")):
+        spec = read_spec(path)
+        if spec is not None:
+            _check_spec(spec, path)
+            found[spec.name] = (spec, f"nacvae.methods.{path.stem}")
+    return found
+
+
+def _check_spec(spec: MethodSpec, path: Path) -> None:
+    """A malformed spec is a programming error in its module, reported as such."""
+    where = f"{path.name}: {spec.name}"
+    assert set(spec.recipe) <= set(RECIPE_KEYS), f"{where}: recipe keys must be among {RECIPE_KEYS}"
+    assert len(set(spec.option_names)) == len(spec.options), f"{where}: an option is declared twice"
+    for option in spec.options:
+        assert option.kind in KINDS, where
+        if option.default is not None:
+            option.check(option.default)
+
+
+def names() -> tuple[str, ...]:
+    """Every method's name, in the paper's order (NAC, its two main baselines, the others)."""
+    return tuple(sorted(_specs(), key=lambda n: (_specs()[n][0].order, n)))
+
+
+def spec(name: str) -> MethodSpec:
+    try:
+        return _specs()[name][0]
+    except KeyError:
+        raise ConfigError(f"Unknown objective '{name}'; choose one of {', '.join(names())}.") from None
+
+
+def module_name(name: str) -> str:
+    """The module that implements method ``name`` (for importlib)."""
+    spec(name)
+    return _specs()[name][1]
+
+
+def all_options() -> dict[str, list[tuple[str, Option]]]:
+    """Every option name, with the methods that have it: one CLI flag each."""
+    merged: dict[str, list[tuple[str, Option]]] = {}
+    for name in names():
+        for option in spec(name).options:
+            merged.setdefault(option.name, []).append((name, option))
+    return merged
+
+
+def methods_with(option: str) -> tuple[str, ...]:
+    return tuple(m for m, _ in all_options().get(option, ()))
+
+
+def teacher_methods(required: bool | None = None) -> tuple[str, ...]:
+    """The methods that take --teacher (with ``required`` True / False: that need / may take one)."""
+    return tuple(m for m, o in all_options().get("teacher", ()) if required is None or o.required == required)
+
+
+def resolve_options(name: str, preset: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """Method ``name``'s options: its defaults, then the dataset preset's, then ``given``.
+
+    An option of another method is refused: it would be silently ignored."""
+    method = spec(name)
+    for key in given:
+        if method.option(key) is None:
+            owners = methods_with(key)
+            raise ConfigError(f"--{key.replace('_', '-')} is an option of --objective {_and(owners)}, not {name}.")
+    values = {}
+    for option in method.options:
+        value = option.default
+        if option.preset and option.name in preset:
+            value = preset[option.name]
+        values[option.name] = given.get(option.name, value)
+    check_options(name, values)
+    return values
+
+
+def check_options(name: str, values: dict[str, Any]) -> None:
+    method = spec(name)
+    unknown = set(values) - set(method.option_names)
+    if unknown:
+        raise ConfigError(f"--{sorted(unknown)[0].replace('_', '-')} is not an option of --objective {name}.")
+    for option in method.options:
+        value = values.get(option.name)
+        if option.required and not value:
+            raise ConfigError(f"--objective {name} needs {option.flag}: {option.help[0].lower() + option.help[1:]}")
+        option.check(value)
+
+
+def _and(items: tuple[str, ...]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
