@@ -52,8 +52,7 @@ def reproduce(preset: str, seeds: int, only_seeds: tuple[int, ...], flip_prob: f
     their convergence and inference gaps instead of the encoder evaluations."""
     from nacvae.errors import ConfigError
     from nacvae.runs import default_runs_root, new_run_name
-    from nacvae.study import PRESETS, run_study
-    from nacvae.vae_study import VAE_PRESETS, run_vae_study
+    from nacvae.studies import PRESETS, VAE_PRESETS, run_study, run_vae_study
 
     if resume and out is None:
         raise ConfigError("--resume needs --out, the study folder to continue.")

@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from nacvae.vae_study import summary_text
+from nacvae.studies.vae_report import summary_text
 
 COLUMNS = [("loglik_nats", "log p(x)", 1), ("kl", "KL", 1), ("active_units", "active units", 0),
            ("approximation_gap", "approximation gap", 1), ("amortisation_gap", "amortisation gap", 1),

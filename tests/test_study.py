@@ -5,9 +5,9 @@ import json
 import pytest
 
 from nacvae.errors import ConfigError
-from nacvae.study import (
-    ALL_INITS, BASELINES, INITS, PRESETS, RETRIEVAL_NAC, Preset, aggregate, markdown_table, resolve_methods, run_study,
-)
+from nacvae.studies.encoders import run_study
+from nacvae.studies.presets import ALL_INITS, BASELINES, INITS, PRESETS, RETRIEVAL_NAC, Preset, resolve_methods
+from nacvae.studies.report import aggregate, markdown_table
 
 TOY = Preset(
     data="digits", arch="smallconv", description="toy",
@@ -100,7 +100,7 @@ def test_figure_plots_percent_columns_in_percent(tmp_path, monkeypatch):
     """The summary figure's axes say (%), so fractions are plotted times 100."""
     import matplotlib.axes
 
-    from nacvae.study import COLUMNS, write_figures
+    from nacvae.studies.report import COLUMNS, write_figures
 
     plotted = []
 

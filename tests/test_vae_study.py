@@ -7,11 +7,9 @@ import pytest
 
 from nacvae.errors import ConfigError
 from nacvae.runs import read_config
-from nacvae.study import INITS
-from nacvae.vae_study import (
-    MODES, VAE_PRESETS, VAEStudyPreset, aggregate_vae, pretraining_differences, run_vae_study, steps_to_reach,
-    vae_markdown_table,
-)
+from nacvae.studies.presets import INITS, MODES, VAE_PRESETS, VAEStudyPreset
+from nacvae.studies.vae import pretraining_differences, run_vae_study
+from nacvae.studies.vae_report import aggregate_vae, steps_to_reach, vae_markdown_table
 from tests.clitools import assert_clean_failure, nacvae
 
 pytestmark = pytest.mark.usefixtures("one_thread")
