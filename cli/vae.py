@@ -92,7 +92,7 @@ def vae(out: str | None, resume: bool, quiet: bool, **options) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def loglik(run, checkpoint, samples, batch_size, chunk_size, num_images, data_dir, seed, device, as_json) -> None:
     """Importance-weighted test log-likelihood, ELBO, KL and active units of a trained VAE."""
-    from nacvae.train.vae import evaluate_run
+    from nacvae.eval.vae_runs import evaluate_run
 
     r = evaluate_run(run=run, checkpoint=checkpoint, samples=samples, batch_size=batch_size, chunk_size=chunk_size,
                      num_images=num_images, seed=seed, device=device, data_dir=data_dir)

@@ -278,10 +278,14 @@ def _stage(run: Path, log: Callable[[str], None], label: str) -> bool | None:
 def _run_seed(preset: Preset, seed: int, seed_dir: Path, pretrain_overrides: dict[str, Any], wanted: list[str],
               done: set[str], data_dir: str | None, device: str, torch_device, progress: bool,
               log: Callable[[str], None], emit: Callable[[dict[str, Any]], None]) -> None:
-    from nacvae.eval.downstream import evaluate_codes, evaluate_linear, evaluate_retrieval, resolve_encoder
+    from nacvae.eval.codes_eval import evaluate_codes
+    from nacvae.eval.encoders import resolve_encoder
+    from nacvae.eval.linear_eval import evaluate_linear
+    from nacvae.eval.retrieval_eval import evaluate_retrieval
+    from nacvae.eval.vae_runs import evaluate_run
     from nacvae.train.config import resolve_config
     from nacvae.train.pretrain import pretrain
-    from nacvae.train.vae import evaluate_run, resolve_vae_config, train_vae
+    from nacvae.train.vae import resolve_vae_config, train_vae
 
     runs: dict[str, Path] = {}
     for init in [i for i in wanted if i != "random"]:

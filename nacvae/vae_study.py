@@ -193,9 +193,10 @@ def _run_seed(preset: VAEStudyPreset, vae_settings: dict[str, Any], seed: int, s
     """Pretrain what is missing (or take it from ``encoders_from``), then train and measure
     each (init, mode) VAE; yields rows."""
     from nacvae.eval.gap import GapBudget, evaluate_gap_run
+    from nacvae.eval.vae_runs import evaluate_run
     from nacvae.train.config import resolve_config
     from nacvae.train.pretrain import pretrain
-    from nacvae.train.vae import evaluate_run, resolve_vae_config, train_vae
+    from nacvae.train.vae import resolve_vae_config, train_vae
 
     runs: dict[str, Path] = {}
     for objective in OBJECTIVES:

@@ -247,9 +247,9 @@ def evaluate_gap_run(run, budget: GapBudget = GapBudget(), num_images: int | Non
     import time
     from pathlib import Path
 
+    from nacvae.eval.vae_runs import load_vae_with_test_images
     from nacvae.runs import append_metrics
     from nacvae.train.config import resolve_device
-    from nacvae.train.vae import load_vae_with_test_images
 
     budget.validate()
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

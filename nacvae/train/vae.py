@@ -17,7 +17,6 @@ therefore ends with the weights of one never interrupted (exactly, on CPU).
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -32,10 +31,10 @@ from nacvae import __version__
 from nacvae.checkpoint import load_checkpoint, restore_training_state, save_checkpoint
 from nacvae import interrupts
 from nacvae.errors import CheckpointError, ConfigError, TrainingError
-from nacvae.models.likelihoods import binarize
+from nacvae.eval.vae_runs import evaluate_run
 from nacvae.models.vae import VAE, analytic_kl
 from nacvae.runs import (
-    CHECKPOINT, append_metrics, check_run_dir, hold_run, read_run_config, run_checkpoint, truncate_metrics, write_config,
+    CHECKPOINT, append_metrics, check_run_dir, hold_run, read_run_config, truncate_metrics, write_config,
 )
 from nacvae.train.elbo import negative_elbo
 from nacvae.train.vae_curves import curve_point, curve_steps
@@ -43,10 +42,11 @@ from nacvae.train.vae_config import (
     _STREAM_PICTURES, _STREAM_SHUFFLE, _STREAM_TEST, ELBOS, INITS, VAE_DEFAULTS, VAEConfig, check_encoder_shape,
     resolve_encoder_init, resolve_vae_config, saved_vae_config, validate_vae_config,
 )
+from nacvae.train.vae_inputs import observed_test_images, vae_observations
 
 __all__ = [
     "VAEConfig", "VAE_DEFAULTS", "INITS", "resolve_vae_config", "validate_vae_config", "resolve_encoder_init",
-    "build_vae", "train_vae", "load_vae", "evaluate_run", "vae_observations",
+    "build_vae", "train_vae",
 ]
 
 RECON_IMAGES = 32   # test images shown with their reconstructions in TensorBoard
@@ -93,23 +93,6 @@ def load_vae_data(cfg: VAEConfig, device: torch.device, image_size: int | None) 
     if len(test) < 1:
         raise ConfigError(f"The {cfg.data} test split is empty.")
     return VAEData(train.images.to(device), test.images.to(device), tuple(mean), tuple(std), train.image_shape)
-
-
-def _test_observations(images: torch.Tensor, likelihood: str, mode: str, seed: int) -> torch.Tensor:
-    """The test split as observed, on the CPU: stochastic binarisation is drawn once, from the
-    run's seed, so training's test records and ``evaluate_run`` see the same pixels."""
-    from nacvae.train.pretrain import step_seed
-
-    gen = torch.Generator().manual_seed(step_seed(seed, 0, stream=_STREAM_TEST))
-    return vae_observations(images.cpu(), likelihood, mode, gen)
-
-
-def vae_observations(images: torch.Tensor, likelihood: str, mode: str = "threshold",
-                     generator: torch.Generator | None = None) -> torch.Tensor:
-    """What the model observes: float levels 0..255 (logistic) or {0, 1} pixels (bernoulli)."""
-    if likelihood == "logistic":
-        return images.float()
-    return binarize(images, generator=generator, stochastic=mode == "stochastic")
 
 
 # -------------------------------------------------------------------------- training
@@ -249,7 +232,7 @@ def _train(cfg: VAEConfig, out: Path, resume: bool, progress: bool, device: torc
         start_step = saved_step = restore_training_state(ckpt_path, ckpt, vae, optimizer)
         del ckpt
 
-    test_x = _test_observations(data.test.cpu(), cfg.likelihood, cfg.binarize, cfg.seed).to(device)
+    test_x = observed_test_images(data.test.cpu(), cfg.likelihood, cfg.binarize, cfg.seed).to(device)
     shown = test_x[:RECON_IMAGES]
     curve_at = curve_steps(total_steps, cfg.curve_points)
     curve_x = test_x[:cfg.curve_images]
@@ -379,104 +362,3 @@ def _curve_record(cfg: VAEConfig, vae: VAE, writer, out: Path, step: int, fracti
         writer.add_scalar(f"curve/{key}", value, step)
     append_metrics(out, {"event": "curve", "step": step, "fraction": fraction, "num_images": curve_x.shape[0],
                          "samples": cfg.curve_samples, **point})
-
-
-# ------------------------------------------------------------------------ evaluation
-
-
-def _vae_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
-    """(checkpoint file, run folder or None) of a VAE run folder or checkpoint."""
-    path = Path(path)
-    if path.is_dir():
-        return run_checkpoint(path, "vae", "VAE"), path
-    if not path.exists():
-        raise CheckpointError(f"No VAE run folder or checkpoint at {path}.")
-    return path, None
-
-
-def load_vae(path: str | Path, device: str | torch.device = "cpu") -> tuple[VAE, dict[str, Any]]:
-    """Rebuild a trained VAE from a VAE run folder or checkpoint; returns ``(vae, meta)``.
-
-    The VAE is in eval mode on ``device``; ``meta`` is the checkpoint's meta plus
-    ``checkpoint``, ``run``, ``step``, ``complete`` and ``config``.
-    """
-    from nacvae.models.backbones import build_backbone
-
-    ckpt_path, run = _vae_checkpoint(path)
-    ckpt = load_checkpoint(ckpt_path, kind="vae")
-    meta = ckpt["meta"]
-    try:
-        c, h, _ = meta["image_shape"]
-        backbone, feature_dim = build_backbone(meta["arch"], c, h)
-        vae = VAE(backbone, feature_dim, meta["image_shape"], latent_dim=meta["latent_dim"],
-                  likelihood=meta["likelihood"], mean=meta["mean"], std=meta["std"],
-                  freeze_encoder=meta.get("freeze_encoder", False), decoder_width=meta.get("decoder_width", 64))
-        vae.load_state_dict(ckpt["model"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{ckpt_path} does not hold a complete description and weights of a VAE.") from exc
-    info = {**meta, "checkpoint": str(ckpt_path), "run": None if run is None else str(run), "step": ckpt["step"],
-            "complete": ckpt["complete"], "config": ckpt["config"]}
-    return vae.to(device).eval(), info
-
-
-def load_vae_with_test_images(run_or_checkpoint, device: torch.device, num_images: int | None = None,
-                              data_dir: str | None = None) -> tuple[VAE, dict[str, Any], torch.Tensor]:
-    """A trained VAE, its meta, and the first ``num_images`` (None: all) images of its
-    dataset's test split, observed as in training (on the CPU)."""
-    from nacvae.data import load_dataset
-
-    if num_images is not None and (isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1):
-        raise ConfigError(f"--num-images must be a positive integer, got {num_images!r}.")
-    vae, meta = load_vae(run_or_checkpoint, device)
-    cfg = VAEConfig.from_dict(meta["config"]) if isinstance(meta.get("config"), dict) else VAEConfig()
-    test = load_dataset(meta["dataset"], "test", data_dir if data_dir is not None else cfg.data_dir,
-                        download=cfg.download, image_size=int(meta["image_shape"][-1]))
-    if list(test.image_shape) != list(meta["image_shape"]):
-        raise ConfigError(f"The {meta['dataset']} test images are {test.image_shape}, but the VAE models "
-                          f"{tuple(meta['image_shape'])} images.")
-    if num_images is not None and num_images > len(test):
-        raise ConfigError(f"--num-images {num_images} is more than the {len(test)} test images.")
-    x = _test_observations(test.images, meta["likelihood"], meta.get("binarize", "threshold"), cfg.seed)
-    return vae, meta, x if num_images is None else x[:num_images]
-
-
-def evaluate_run(run: str | Path | None = None, checkpoint: str | Path | None = None, samples: int = 1000,
-                 batch_size: int = 100, chunk_size: int | None = None, num_images: int | None = None,
-                 seed: int = 0, device: str = "auto", data_dir: str | None = None,
-                 record: bool = True) -> dict[str, Any]:
-    """Importance-weighted test log-likelihood of a trained VAE (``nacvae eval loglik``).
-
-    Give a VAE ``run`` folder or a ``checkpoint``. The first ``num_images`` test images
-    (default all) of the VAE's dataset are evaluated with ``samples`` importance samples
-    each (``evaluate_vae``); randomness is seeded with ``seed``. With a run folder and
-    ``record``, ``{"event": "eval_loglik", ...}`` is appended to its metrics. Returns
-    evaluate_vae's fields plus what identifies the VAE (init, dataset, arch, likelihood,
-    latent_dim, step, ...) and ``seconds``.
-    """
-    from nacvae.eval.loglik import evaluate_vae
-    from nacvae.train.config import resolve_device
-
-    if (run is None) == (checkpoint is None):
-        raise ConfigError("Give exactly one of --run and --checkpoint.")
-    for name, value, least in (("samples", samples, 1), ("batch-size", batch_size, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ConfigError(f"--{name} must be an integer of at least {least}, got {value!r}.")
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ConfigError(f"--chunk-size must be a positive integer, got {chunk_size!r}.")
-    dev = resolve_device(device)
-    vae, meta, x = load_vae_with_test_images(run if run is not None else checkpoint, dev, num_images, data_dir)
-    pyro.set_rng_seed(int(seed) % 2**32)
-    started = time.perf_counter()
-    result = evaluate_vae(vae, x.to(dev), num_samples=samples, batch_size=batch_size, chunk_size=chunk_size)
-    result.update({
-        "init": meta.get("init"), "dataset": meta["dataset"], "arch": meta["arch"], "likelihood": meta["likelihood"],
-        "latent_dim": meta["latent_dim"], "step": meta["step"], "complete": meta["complete"],
-        "encoder_objective": meta.get("encoder_objective"), "encoder_checkpoint": meta.get("encoder_checkpoint"),
-        "checkpoint": meta["checkpoint"], "run": meta["run"], "seed": int(seed),
-        "seconds": time.perf_counter() - started,
-    })
-    if record and meta["run"] is not None:
-        plain = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.items()}
-        append_metrics(Path(meta["run"]), {"event": "eval_loglik", "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                           **plain})
-    return result

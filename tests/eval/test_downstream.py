@@ -5,14 +5,10 @@ import pytest
 import torch
 
 from nacvae.errors import CheckpointError, ConfigError, DataError
-from nacvae.eval.downstream import (
-    BackboneOnly,
-    encoder_summary,
-    evaluate_codes,
-    evaluate_linear,
-    evaluate_retrieval,
-    resolve_encoder,
-)
+from nacvae.eval.codes_eval import evaluate_codes
+from nacvae.eval.encoders import BackboneOnly, encoder_summary, resolve_encoder
+from nacvae.eval.linear_eval import evaluate_linear
+from nacvae.eval.retrieval_eval import evaluate_retrieval
 from nacvae.runs import CHECKPOINT
 from nacvae.train.config import resolve_config
 from nacvae.train.pretrain import pretrain
