@@ -45,9 +45,9 @@ def _encoder_options(command):
 
 def _prepare(opts: dict):
     """(encoder, meta, data, data_dir, device, image size) from the shared options."""
-    from nacvae.errors import ConfigError
-    from nacvae.eval.downstream import resolve_encoder
     from nacvae.devices import resolve_device
+    from nacvae.errors import ConfigError
+    from nacvae.eval.encoders import resolve_encoder
 
     device = resolve_device(opts["device"])
     encoder, meta, data, data_dir = resolve_encoder(
@@ -68,7 +68,7 @@ def _bars(opts: dict):
 
 
 def _finish(opts: dict, event: str, meta: dict, result: dict, text: list[str]) -> None:
-    from nacvae.eval.downstream import encoder_summary, record
+    from nacvae.eval.encoders import encoder_summary, record
 
     full = {**result, **encoder_summary(meta)}
     full = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in full.items()}
@@ -112,7 +112,7 @@ def eval_group() -> None:
               help="Peak learning rate (SGD, Nesterov momentum 0.9, per-step cosine).")
 def linear(protocol: str, epochs: int, lr: float, **opts) -> None:
     """Linear classification on the frozen backbone's features h; train and test top-1."""
-    from nacvae.eval.downstream import evaluate_linear
+    from nacvae.eval.linear_eval import evaluate_linear
 
     encoder, meta, data, data_dir, device, size = _prepare(opts)
     with _bars(opts):
@@ -148,11 +148,10 @@ def linear(protocol: str, epochs: int, lr: float, **opts) -> None:
 def retrieval(topk: int | None, count_empty: bool, split_seed: int, queries_per_class: int | None, ranking: str,
               **opts) -> None:
     """Hamming-ranking mAP of the codes sgn(a) on the pooled query/gallery split."""
-    from nacvae.errors import ConfigError
-    from nacvae.eval.downstream import evaluate_retrieval
+    from nacvae.checks import check_int
+    from nacvae.eval.retrieval_eval import evaluate_retrieval
 
-    if topk is not None and topk < 1:
-        raise ConfigError(f"--topk must be a positive integer, got {topk}.")
+    check_int("topk", topk, optional=True)  # before the encoder is loaded
     encoder, meta, data, data_dir, device, size = _prepare(opts)
     with _bars(opts):
         r = evaluate_retrieval(encoder, data, data_dir, topk=topk, count_empty=count_empty, seed=split_seed,
@@ -180,7 +179,7 @@ def retrieval(topk: int | None, count_empty: bool, split_seed: int, queries_per_
 @click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
 def codes(split: str, **opts) -> None:
     """Spread of the activation codes sgn(a) over a split: the paper's expressivity proxy."""
-    from nacvae.eval.downstream import evaluate_codes
+    from nacvae.eval.codes_eval import evaluate_codes
 
     encoder, meta, data, data_dir, device, size = _prepare(opts)
     with _bars(opts):

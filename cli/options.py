@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import click
 
+from nacvae.presets import DEFAULT_DATA
+
 DATA_HELP = ("Dataset: digits (bundled), fashion-mnist, cifar10, imagenet, flickr25k (both under --data-dir), "
              "folder:PATH (a folder of images) or webdataset:URL_PATTERN (tar shards).")
 DATA_DIR_HELP = "Where datasets live (default: $NACVAE_DATA_DIR or ~/.cache/nacvae/data)."
 
 
-def data_options(default: str | None = "digits", data_help: str = DATA_HELP, dir_help: str = DATA_DIR_HELP):
+def data_options(default: str | None = DEFAULT_DATA, data_help: str = DATA_HELP, dir_help: str = DATA_DIR_HELP):
     """``--data``, ``--data-dir`` and ``--download/--no-download``, in that order."""
     options = [
         click.option("--data", default=default, show_default=default is not None, help=data_help),
@@ -105,6 +107,14 @@ def method_options():
         return command
 
     return decorate
+
+
+def shown(cls, name: str) -> str:
+    """``[value]``, the default a run gets, read from the configuration class that sets it."""
+    import dataclasses
+
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return f"[{field.default:g}]" if isinstance(field.default, float) else f"[{field.default}]"
 
 
 def given_method_options(options: dict) -> dict:

@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from nacvae import presets, registry
-from nacvae.cli.options import check_resume, data_options, given_method_options, method_options
+from nacvae.cli.options import check_resume, data_options, given_method_options, method_options, shown
+from nacvae.train.config import PretrainConfig
 
 
 @click.command()
@@ -16,7 +17,7 @@ from nacvae.cli.options import check_resume, data_options, given_method_options,
 @click.option("--subset", type=click.Choice(["retrieval"]), default=None,
               help="Train on the retrieval protocol's unsupervised training subset (5,000 images for CIFAR-10).")
 @click.option("--objective", type=click.Choice(registry.names()), default=None,
-              help="The pretraining method (docs/method.md) [nac].")
+              help=f"The pretraining method (docs/method.md) {shown(PretrainConfig, 'objective')}.")
 @click.option("--arch", default=None,
               help=f"Backbone: smallconv, resnet18, resnet50 or vgg16_bn [{presets.help_values('arch')}].")
 @click.option("--epochs", type=int, default=None, help=f"Training epochs [{presets.help_values('epochs')}].")
@@ -29,18 +30,18 @@ from nacvae.cli.options import check_resume, data_options, given_method_options,
               help=f"[{presets.help_values('optimizer')}]; a method's recipe may set its own.")
 @click.option("--lr", type=float, default=None,
               help=f"Peak learning rate [{presets.help_values('lr')}]; a method's recipe may set its own.")
-@click.option("--weight-decay", type=float, default=None, help="[default 1e-6]")
+@click.option("--weight-decay", type=float, default=None, help=f"{shown(PretrainConfig, 'weight_decay')}; a method's recipe may set its own.")
 @click.option("--warmup-epochs", type=int, default=None, help=f"Linear warm-up before the cosine decay, in epochs [{presets.help_values('warmup_epochs')}].")
 @click.option("--warmup-steps", type=int, default=None,
               help=f"Linear warm-up in steps, instead of --warmup-epochs [{presets.help_values('warmup_steps')}]; NAC "
                    "needs a long one (docs/method.md).")
-@click.option("--code-dim", type=int, default=None, help="Code length D (projection output size) [128].")
+@click.option("--code-dim", type=int, default=None, help=f"Code length D (projection output size) {shown(PretrainConfig, 'code_dim')}.")
 @click.option("--image-size", type=int, default=None,
               help="Side that folder images are resized to [32]; the crop size of imagenet, flickr25k and shards [224].")
 @click.option("--workers", type=int, default=None,
               help="DataLoader worker processes that decode streamed datasets [the cores but one, at most 8].")
-@click.option("--seed", type=int, default=None, help="Random seed; the same seed repeats the run exactly on CPU [0].")
-@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N; under torchrun auto, cpu or cuda [auto].")
+@click.option("--seed", type=int, default=None, help=f"Random seed; the same seed repeats the run exactly on CPU {shown(PretrainConfig, 'seed')}.")
+@click.option("--device", default=None, help=f"auto, cpu, cuda or cuda:N; under torchrun auto, cpu or cuda {shown(PretrainConfig, 'device')}.")
 @click.option("--amp/--no-amp", default=None,
               help="bf16 autocast for the encoder (the objectives stay float32) [on for GPUs with native bf16, "
                    "Ampere and newer; off on older GPUs and CPUs].")
@@ -77,8 +78,7 @@ def pretrain(out: str | None, resume: bool, quiet: bool, compile_: bool | None, 
         if resume:
             check_resume(out, "pretrain", dict(options, compile=compile_), parameter={"compile": "compile_"})
         data = options.pop("data")
-        cfg = resolve_config(data, objective=options.pop("objective") or "nac", compile=compile_,
-                             **given_method_options(options))
+        cfg = resolve_config(data, compile=compile_, **given_method_options(options))
         if out is None:
             tag = cfg.objective + ("-momentum" if cfg.options.get("momentum") else "")
             out = str(default_runs_root() / new_run_name("pretrain", data, tag))

@@ -6,6 +6,8 @@ import json
 
 import click
 
+from nacvae.studies.presets import ALL_INITS, INITS, RETRIEVAL_NAC, TAUGHT, TEACHER_INIT
+
 
 @click.command()
 @click.option("--preset", default="digits", show_default=True,
@@ -19,9 +21,9 @@ import click
               help="Run only this seed (repeatable), e.g. one seed per process in one study folder; the tables "
                    "cover every seed the folder holds.")
 @click.option("--methods", default=None,
-              help="Encoders to train and evaluate, comma-separated, from random, nac, simclr, moco, nac-retrieval, "
-                   "insdis, deepbit, ssdh, distillhash (ssdh and distillhash add simclr, their teacher) "
-                   "[the preset's: random, nac, simclr, moco, nac-retrieval].")
+              help=f"Encoders to train and evaluate, comma-separated, from {', '.join(ALL_INITS)} "
+                   f"({', '.join(TAUGHT)} add {TEACHER_INIT}, their teacher) [the preset's: "
+                   f"{', '.join(INITS + (RETRIEVAL_NAC,))}].")
 @click.option("--flip-prob", type=float, default=None, help="NAC's channel flip probability [preset default].")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Where the dataset lives.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import click
 
-from nacvae import registry
-from nacvae.cli.options import check_resume, data_options
+from nacvae import presets, registry
+from nacvae.cli.options import check_resume, data_options, shown
+from nacvae.train.vae_config import VAEConfig
 
 # The VAE stage holds its dataset in memory: the streamed datasets are not offered.
 VAE_DATA_HELP = ("Dataset: digits (bundled), fashion-mnist, cifar10 (under --data-dir) or folder:PATH "
@@ -21,41 +22,48 @@ VAE_DATA_HELP = ("Dataset: digits (bundled), fashion-mnist, cifar10 (under --dat
 @click.option("--image-size", type=int, default=None,
               help="Side that folder images are resized to [the encoder's, else 32].")
 @click.option("--init", type=click.Choice(("random",) + registry.names()),
-              default="random", show_default=True,
+              default=None,
               help="Encoder start: random, or the newest complete pretraining run of that objective for the "
-                   "same dataset (and --arch, when given) under --runs-root.")
+                   f"same dataset (and --arch, when given) under --runs-root {shown(VAEConfig, 'init')}.")
 @click.option("--encoder", type=click.Path(), default=None,
               help="A pretraining checkpoint or run folder to start the encoder from (overrides --init).")
 @click.option("--runs-root", type=click.Path(file_okay=False), default=None,
               help="Where --init looks for pretraining runs [$NACVAE_RUNS or ./runs].")
 @click.option("--arch", default=None,
               help="Backbone; must match the encoder's [the encoder's; dataset default for random].")
-@click.option("--likelihood", type=click.Choice(["logistic", "bernoulli"]), default="logistic", show_default=True,
-              help="logistic: discretized logistic over 256 levels; bernoulli: binarised pixels.")
-@click.option("--binarize", type=click.Choice(["threshold", "stochastic"]), default="threshold", show_default=True,
+@click.option("--likelihood", type=click.Choice(["logistic", "bernoulli"]), default=None,
+              help=f"logistic: discretized logistic over 256 levels; bernoulli: binarised pixels "
+                   f"{shown(VAEConfig, 'likelihood')}.")
+@click.option("--binarize", type=click.Choice(["threshold", "stochastic"]), default=None,
               help="Binarisation for --likelihood bernoulli: level >= 128, or a fresh draw per step with "
-                   "p = level/255.")
-@click.option("--latent-dim", type=int, default=32, show_default=True, help="Size of z.")
-@click.option("--epochs", type=int, default=None, help="Training epochs [dataset default; 100 for digits].")
+                   f"p = level/255 {shown(VAEConfig, 'binarize')}.")
+@click.option("--latent-dim", type=int, default=None, help=f"Size of z {shown(VAEConfig, 'latent_dim')}.")
+@click.option("--epochs", type=int, default=None, help=f"Training epochs [{presets.help_values('epochs', presets.VAE)}].")
 @click.option("--steps", type=int, default=None, help="Train this many steps instead of --epochs (may end mid-epoch).")
-@click.option("--batch-size", type=int, default=None, help="Images per step [128].")
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
-@click.option("--kl-warmup-epochs", type=int, default=0, show_default=True,
-              help="Linear annealing of the KL weight from 0 to 1 over this many epochs (0: weight 1 throughout).")
-@click.option("--elbo", type=click.Choice(["meanfield", "trace"]), default="meanfield", show_default=True,
-              help="meanfield: TraceMeanField_ELBO (analytic KL); trace: Trace_ELBO (sampled KL).")
+@click.option("--batch-size", type=int, default=None, help=f"Images per step [{presets.help_values('batch_size', presets.VAE)}].")
+@click.option("--lr", type=float, default=None, help=f"Adam learning rate {shown(VAEConfig, 'lr')}.")
+@click.option("--kl-warmup-epochs", type=int, default=None,
+              help="Linear annealing of the KL weight from 0 to 1 over this many epochs (0: weight 1 throughout) "
+                   f"{shown(VAEConfig, 'kl_warmup_epochs')}.")
+@click.option("--elbo", type=click.Choice(["meanfield", "trace"]), default=None,
+              help="meanfield: TraceMeanField_ELBO (analytic KL); trace: Trace_ELBO (sampled KL) "
+                   f"{shown(VAEConfig, 'elbo')}.")
 @click.option("--freeze-encoder", is_flag=True,
               help="Keep the transferred backbone fixed (eval mode); train heads and decoder.")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Random seed; the same seed repeats the run exactly on CPU.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--eval-samples", type=int, default=0, show_default=True,
-              help="If > 0, estimate the test log-likelihood with this many importance samples at the end.")
+@click.option("--seed", type=int, default=None,
+              help=f"Random seed; the same seed repeats the run exactly on CPU {shown(VAEConfig, 'seed')}.")
+@click.option("--device", default=None, help=f"auto, cpu, cuda or cuda:N {shown(VAEConfig, 'device')}.")
+@click.option("--eval-samples", type=int, default=None,
+              help="If > 0, estimate the test log-likelihood with this many importance samples at the end "
+                   f"{shown(VAEConfig, 'eval_samples')}.")
 @click.option("--curve-points", type=int, default=None,
-              help="Convergence-curve points (test ELBO and log p(x)) at fixed fractions of training; 0: none [10].")
+              help="Convergence-curve points (test ELBO and log p(x)) at fixed fractions of training; 0: none "
+                   f"{shown(VAEConfig, 'curve_points')}.")
 @click.option("--curve-samples", type=int, default=None,
-              help="Importance samples of each curve point's log p(x); 0: the ELBO only [10].")
-@click.option("--curve-images", type=int, default=None, help="Test images evaluated at each curve point [1000].")
+              help="Importance samples of each curve point's log p(x); 0: the ELBO only "
+                   f"{shown(VAEConfig, 'curve_samples')}.")
+@click.option("--curve-images", type=int, default=None,
+              help=f"Test images evaluated at each curve point {shown(VAEConfig, 'curve_images')}.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run folder to create (default: a new folder under $NACVAE_RUNS or ./runs).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out with its saved configuration.")
@@ -97,7 +105,7 @@ def vae(out: str | None, resume: bool, quiet: bool, **options) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def loglik(run, checkpoint, samples, batch_size, chunk_size, num_images, data_dir, seed, device, as_json) -> None:
     """Importance-weighted test log-likelihood, ELBO, KL and active units of a trained VAE."""
-    from nacvae.train.vae import evaluate_run
+    from nacvae.eval.vae_runs import evaluate_run
 
     r = evaluate_run(run=run, checkpoint=checkpoint, samples=samples, batch_size=batch_size, chunk_size=chunk_size,
                      num_images=num_images, seed=seed, device=device, data_dir=data_dir)

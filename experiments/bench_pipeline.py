@@ -74,7 +74,8 @@ from nacvae.train.methods import prepare_method  # noqa: E402
 from nacvae.train.optim import build_optimizer  # noqa: E402
 from nacvae.train.precision import resolve_amp  # noqa: E402
 from nacvae.train.methods import build_method  # noqa: E402
-from nacvae.train.pretrain import step_seed, train_step  # noqa: E402
+from nacvae.seeds import step_seed  # noqa: E402
+from nacvae.train.pretrain import train_step  # noqa: E402
 
 # dataset -> (image shape, mean, std); the statistics only set the normalisation constants.
 DATASETS = {

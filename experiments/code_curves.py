@@ -15,6 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
+from nacvae.train.config import PretrainConfig
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -35,7 +37,7 @@ def main() -> None:
         rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
         rows = [r for r in rows if r.get("event") == "train" and "code_abs_mean" in r]
         config = json.loads((folder / "config.json").read_text())
-        p = config["pretrain"]["flip_prob"]
+        p = PretrainConfig.from_dict(config["pretrain"]).options["flip_prob"]  # old and new config.json alike
         label = f"{folder.parent.name}/{folder.name} (p = {p:g})"
         steps = [r["step"] for r in rows]
         ax1.plot(steps, [r["code_abs_mean"] for r in rows], lw=1, label=label)

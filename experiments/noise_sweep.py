@@ -36,7 +36,9 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
-    from nacvae.eval.downstream import evaluate_linear, evaluate_retrieval, resolve_encoder
+    from nacvae.eval.encoders import resolve_encoder
+    from nacvae.eval.linear_eval import evaluate_linear
+    from nacvae.eval.retrieval_eval import evaluate_retrieval
     from nacvae.runs import read_config, read_metrics
     from nacvae.devices import resolve_device
     from nacvae.train.config import resolve_config

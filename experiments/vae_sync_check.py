@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nacvae.models.backbones import build_backbone  # noqa: E402
 from nacvae.models.vae import VAE  # noqa: E402
-from nacvae.train.vae import _loss, vae_observations  # noqa: E402
+from nacvae.train.vae import _loss  # noqa: E402
+from nacvae.models.vae_inputs import vae_observations  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

@@ -4,6 +4,7 @@ naming the option as the user typed it (``--name``)."""
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 from nacvae.errors import ConfigError
@@ -12,15 +13,16 @@ from nacvae.errors import ConfigError
 MAX_SEED = 2**63 - 1
 
 
-def check_int(name: str, value: Any, least: int = 1, optional: bool = False) -> None:
-    """``--name`` must be an integer of at least ``least`` (or None when ``optional``)."""
+def check_int(name: str, value: Any, least: int = 1, optional: bool = False, prefix: str = "--") -> None:
+    """``--name`` must be an integer of at least ``least`` (or None when ``optional``); NumPy
+    integers count. ``prefix`` "" names a function's parameter rather than an option."""
     if optional and value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"--{name} must be a whole number, got {value!r}.")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{prefix}{name} must be a whole number, got {value!r}.")
     if value < least:
         need = "must not be negative" if least == 0 else f"must be at least {least}"
-        raise ConfigError(f"--{name} {need}, got {value!r}.")
+        raise ConfigError(f"{prefix}{name} {need}, got {value!r}.")
 
 
 def check_real(name: str, value: Any, low: float, high: float = math.inf, low_open: bool = False,

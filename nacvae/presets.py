@@ -11,6 +11,7 @@ from typing import Any
 
 from nacvae.errors import ConfigError
 
+DEFAULT_DATA = "digits"  # bundled with scikit-learn: every command runs offline on it
 FOLDER_PREFIX = "folder:"
 WEBDATASET_PREFIX = "webdataset:"
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import math
+import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +26,8 @@ from nacvae.checks import check_flag, check_int, check_real
 from nacvae.errors import ConfigError
 
 METHODS_DIR = Path(__file__).with_name("methods")
+# Folders of a user's own method modules, separated by os.pathsep (docs/guide.md, "Adding an objective").
+USER_METHODS = "NACVAE_METHODS"
 KINDS = ("real", "int", "flag", "path")
 # Training settings a method's recipe may set over the dataset's preset.
 RECIPE_KEYS = ("optimizer", "lr", "weight_decay", "warmup_steps", "warmup_epochs", "code_dim")
@@ -75,6 +78,7 @@ class MethodSpec:
     recipe: dict[str, Any] = field(default_factory=dict)  # training settings over the preset
     reference: str = ""                          # the paper
     order: int = 100                             # place in lists (the paper's order)
+    group: str = "baseline"                      # main: the studies train VAEs from it; baseline: evaluated
 
     def option(self, name: str) -> Option | None:
         return next((o for o in self.options if o.name == name), None)
@@ -102,31 +106,58 @@ _CONSTRUCTORS = {"MethodSpec": MethodSpec, "Option": Option}
 
 def read_spec(path: Path) -> MethodSpec | None:
     """The ``SPEC`` a method module assigns, or None for a module that is not a method."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "SPEC" for t in node.targets):
-            return _evaluate(node.value)
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "SPEC" for t in node.targets):
+                return _evaluate(node.value)
+    except (OSError, SyntaxError, ValueError, TypeError) as exc:
+        raise ConfigError(f"The method module {path} cannot be read: its SPEC must be a MethodSpec(...) of "
+                          f"literal values ({type(exc).__name__}: {exc}).") from None
     return None
 
 
+def method_dirs() -> tuple[Path, ...]:
+    """The package's methods, then the folders ``$NACVAE_METHODS`` names."""
+    extra = [Path(p) for p in os.environ.get(USER_METHODS, "").split(os.pathsep) if p]
+    for folder in extra:
+        if not folder.is_dir():
+            raise ConfigError(f"${USER_METHODS} names {folder}, which is not a folder of method modules.")
+    return (METHODS_DIR, *extra)
+
+
+def _specs() -> dict[str, tuple[MethodSpec, Path]]:
+    return _read_all(method_dirs())
+
+
 @lru_cache(maxsize=None)
-def _specs() -> dict[str, tuple[MethodSpec, str]]:
-    found = {}
-    for path in sorted(METHODS_DIR.glob("*.py")):
-        spec = read_spec(path)
-        if spec is not None:
+def _read_all(folders: tuple[Path, ...]) -> dict[str, tuple[MethodSpec, Path]]:
+    found: dict[str, tuple[MethodSpec, Path]] = {}
+    for folder in folders:
+        for path in sorted(folder.glob("*.py")):
+            spec = read_spec(path)
+            if spec is None:
+                continue
             _check_spec(spec, path)
-            found[spec.name] = (spec, f"nacvae.methods.{path.stem}")
+            if spec.name in found:
+                raise ConfigError(f"Two method modules register '{spec.name}': {found[spec.name][1]} and {path}.")
+            found[spec.name] = (spec, path)
     return found
 
 
 def _check_spec(spec: MethodSpec, path: Path) -> None:
-    """A malformed spec is a programming error in its module, reported as such."""
-    where = f"{path.name}: {spec.name}"
-    assert set(spec.recipe) <= set(RECIPE_KEYS), f"{where}: recipe keys must be among {RECIPE_KEYS}"
-    assert len(set(spec.option_names)) == len(spec.options), f"{where}: an option is declared twice"
+    problem = None
+    if not set(spec.recipe) <= set(RECIPE_KEYS):
+        problem = f"its recipe may set only {', '.join(RECIPE_KEYS)}"
+    elif spec.group not in ("main", "baseline"):
+        problem = "its group must be main or baseline"
+    elif len(set(spec.option_names)) != len(spec.options):
+        problem = "an option is declared twice"
+    elif any(o.kind not in KINDS for o in spec.options):
+        problem = f"an option's kind must be one of {', '.join(KINDS)}"
+    if problem:
+        raise ConfigError(f"The method '{spec.name}' in {path} is malformed: {problem}.")
     for option in spec.options:
-        assert option.kind in KINDS, where
         if option.default is not None:
             option.check(option.default)
 
@@ -143,10 +174,16 @@ def spec(name: str) -> MethodSpec:
         raise ConfigError(f"Unknown objective '{name}'; choose one of {', '.join(names())}.") from None
 
 
-def module_name(name: str) -> str:
-    """The module that implements method ``name`` (for importlib)."""
+def source(name: str) -> Path:
+    """The file of the module that implements method ``name``."""
     spec(name)
     return _specs()[name][1]
+
+
+def module_name(name: str) -> str | None:
+    """The importable name of method ``name``'s module; None for a user's module outside the package."""
+    path = source(name)
+    return f"nacvae.methods.{path.stem}" if path.parent == METHODS_DIR else None
 
 
 def all_options() -> dict[str, list[tuple[str, Option]]]:
@@ -162,9 +199,21 @@ def methods_with(option: str) -> tuple[str, ...]:
     return tuple(m for m, _ in all_options().get(option, ()))
 
 
+def group(name: str) -> tuple[str, ...]:
+    """The methods of a group: ``main`` (NAC and its two main baselines) or ``baseline``."""
+    return tuple(n for n in names() if spec(n).group == name)
+
+
 def teacher_methods(required: bool | None = None) -> tuple[str, ...]:
     """The methods that take --teacher (with ``required`` True / False: that need / may take one)."""
     return tuple(m for m, o in all_options().get("teacher", ()) if required is None or o.required == required)
+
+
+def settings_for(name: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` less the options of other methods: a study's settings for all its methods
+    (a flip probability, a queue length), as they apply to method ``name``."""
+    others = set(all_options()) - set(spec(name).option_names)
+    return {k: v for k, v in settings.items() if k not in others}
 
 
 def resolve_options(name: str, preset: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:

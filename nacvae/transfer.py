@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from nacvae import registry
 from nacvae.checkpoint import backbone_state_dict, check_meta, input_description, load_checkpoint
+from nacvae.data.sources import channel_stats, load_dataset
 from nacvae.errors import CheckpointError, ConfigError
+from nacvae.files import save_torch
 from nacvae.models.backbones import build_backbone, stem_for
 from nacvae.models.heads import PretrainEncoder
 from nacvae.runs import CHECKPOINT
@@ -38,8 +40,10 @@ def load_encoder(path: str | Path, arch: str | None = None,
     meta = check_meta(path, ckpt)
     channels, size = meta["image_shape"][0], meta["image_shape"][1]
     backbone, feature_dim = build_backbone(meta["arch"], channels, size, stem=stem_for(meta.get("dataset")))
-    encoder = PretrainEncoder(backbone, feature_dim, meta["code_dim"], predictor=registry.spec(meta["objective"]).predictor)
     prefix = "encoder."
+    # The checkpoint says whether the encoder had a prediction head (NAC's): its weights are there.
+    predictor = any(k.startswith(prefix + "predictor.") for k in ckpt["model"])
+    encoder = PretrainEncoder(backbone, feature_dim, meta["code_dim"], predictor=predictor)
     state = {k[len(prefix):]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
     try:
         encoder.load_state_dict(state)
@@ -70,10 +74,6 @@ def export_backbone(path: str | Path, out: str | Path, overwrite: bool = False) 
     ``load_state_dict`` ignores for names that are not modules) holds the architecture and
     the input the backbone expects: channels, image size, mean and std.
     """
-    from collections import OrderedDict
-
-    from nacvae.files import save_torch
-
     out = Path(out)
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} already exists; pass --force to replace it.")
@@ -97,8 +97,6 @@ def export_backbone(path: str | Path, out: str | Path, overwrite: bool = False) 
 def export_info(ckpt: dict[str, Any]) -> dict[str, Any]:
     """Architecture and input normalisation of a pretraining checkpoint (older checkpoints
     without a saved mean and std take the dataset's, as their training did)."""
-    from nacvae.data.sources import channel_stats, load_dataset
-
     meta, config = ckpt["meta"], ckpt.get("config") or {}
     mean, std = meta.get("mean"), meta.get("std")
     if mean is None or std is None:

@@ -35,7 +35,7 @@ def test_toy_study_writes_tables_and_figures(tmp_path):
     md = (out / "results.md").read_text()
     assert "| nac (p = 0.1) |" in md and "| nac (p = 0.3, for retrieval) |" in md and "4 steps" in md
     nac_cfg = json.loads((out / "seed-0" / "pretrain-nac-retrieval" / "config.json").read_text())["pretrain"]
-    assert nac_cfg["flip_prob"] == 0.3 and nac_cfg["steps"] == 4
+    assert nac_cfg["options"]["flip_prob"] == 0.3 and nac_cfg["steps"] == 4
     assert (out / "figures" / "summary.png").stat().st_size > 0
     assert (out / "figures" / "vae_training.png").stat().st_size > 0
     assert (out / "seed-0" / "pretrain-moco" / "config.json").is_file()
@@ -122,9 +122,9 @@ def test_methods_choose_the_encoders_and_bring_the_teacher(tmp_path):
     assert "vae_loglik_nats" in results["table"]["simclr"]
     assert all("vae_loglik_nats" not in results["table"][m] for m in ("deepbit", "ssdh"))
     ssdh = json.loads((out / "seed-0" / "pretrain-ssdh" / "config.json").read_text())["pretrain"]
-    assert ssdh["teacher"] == str(out / "seed-0" / "pretrain-simclr") and ssdh["steps"] == 4
+    assert ssdh["options"]["teacher"] == str(out / "seed-0" / "pretrain-simclr") and ssdh["steps"] == 4
     deepbit = json.loads((out / "seed-0" / "pretrain-deepbit" / "config.json").read_text())["pretrain"]
-    assert deepbit["teacher"] == ssdh["teacher"]  # DeepBit's hash layer sits on SimCLR's frozen backbone
+    assert deepbit["options"]["teacher"] == ssdh["options"]["teacher"]  # DeepBit's hash layer sits on SimCLR's frozen backbone
     assert resolve_methods(TOY, ["deepbit"]) == ["simclr", "deepbit"]
     plan = json.loads((out / "study.json").read_text())
     assert plan["methods"] == ["simclr", "deepbit", "ssdh"] and "simclr" in plan["teacher"]

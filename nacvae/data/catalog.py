@@ -17,25 +17,20 @@ from pathlib import Path
 
 import torch
 
+from nacvae.checks import check_int
 from nacvae.data.sources import (
-    DEFAULT_FOLDER_SIZE,
-    FOLDER_PREFIX,
-    ImageData,
-    channel_stats,
-    default_data_dir,
-    folder_decoded_bytes,
-    list_folder,
-    load_dataset,
+    DEFAULT_FOLDER_SIZE, FOLDER_PREFIX, ImageData, channel_stats, default_data_dir, folder_decoded_bytes, list_folder,
+    load_dataset
 )
 from nacvae.data.sources.folder import read_images
 from nacvae.data.stream import IMAGENET_MEAN, IMAGENET_STD, StreamedImages, stream_stats
 from nacvae.errors import ConfigError, DataError
+from nacvae.presets import WEBDATASET_PREFIX
 
 __all__ = ["FOLDER_STREAM_BYTES", "STREAMED_DATASETS", "WEBDATASET_PREFIX", "dataset_stats", "is_streamed_name",
            "open_dataset", "streams"]
 
 STREAMED_DATASETS = ("imagenet", "flickr25k")
-WEBDATASET_PREFIX = "webdataset:"
 STREAMED_SIZE = 224
 # A folder split larger than this when decoded is streamed rather than loaded.
 FOLDER_STREAM_BYTES = 2 * 2**30
@@ -57,9 +52,7 @@ def streams(name: str, image_size: int | None = None) -> bool:
 
 
 def _check_size(image_size) -> None:
-    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
-                                   or image_size < 1):
-        raise ConfigError(f"The image size must be a positive integer, not {image_size!r}.")
+    check_int("image-size", image_size, optional=True)
 
 
 def open_dataset(name: str, split: str = "train", data_dir: str | Path | None = None, download: bool = True,

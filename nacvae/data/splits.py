@@ -8,9 +8,9 @@ gallery (in gallery order), 5,000 in all. All indices refer to the pooled datase
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
+from nacvae.checks import check_int
 from nacvae.errors import ConfigError, DataError
 
 __all__ = ["default_queries_per_class", "paper_cifar10_split", "random_retrieval_split", "retrieval_split"]
@@ -49,8 +49,7 @@ def retrieval_split(
     for name, value in (("queries_per_class", queries_per_class), ("train_per_class", train_per_class)):
         if value is None and name == "train_per_class":
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+        check_int(name, value, prefix="")
     queries_per_class = int(queries_per_class)
     train_per_class = None if train_per_class is None else int(train_per_class)
     needed = queries_per_class + (train_per_class or 1)
@@ -118,8 +117,7 @@ def random_retrieval_split(n: int, num_queries: int, num_train: int | None, seed
     for name, value in (("num_queries", num_queries), ("num_train", num_train)):
         if value is None and name == "num_train":
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+        check_int(name, value, prefix="")
     if num_queries + (num_train or 1) > n:
         raise ConfigError(f"The split needs {num_queries} queries and {num_train or 1} gallery images, "
                           f"but there are only {n} images.")

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from nacvae.errors import ConfigError, DataError
+from nacvae.checks import check_int
+from nacvae.errors import DataError
 from nacvae.eval.retrieval import code_bits, pack_codes
 
 __all__ = ["code_statistics"]
@@ -40,10 +41,7 @@ def code_statistics(
     n, d = bits.shape
     if n == 0:
         raise DataError("Code statistics need at least one code.")
-    if max_pairs is not None and (
-        isinstance(max_pairs, bool) or not isinstance(max_pairs, (int, np.integer)) or max_pairs < 1
-    ):
-        raise ConfigError(f"max_pairs must be a positive integer, got {max_pairs!r}.")
+    check_int("max_pairs", max_pairs, optional=True, prefix="")
 
     ones = bits.sum(axis=0, dtype=np.int64)
     p = ones / n

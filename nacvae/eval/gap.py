@@ -25,16 +25,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import pyro
 import pyro.distributions as dist
 import torch
 
+from nacvae.checks import check_int
+from nacvae.devices import resolve_device
 from nacvae.errors import ConfigError
-from nacvae.eval.loglik import DEFAULT_ELEMENT_BUDGET, importance_log_likelihood
+from nacvae.eval.loglik import DEFAULT_ELEMENT_BUDGET, images_for, importance_log_likelihood
+from nacvae.eval.vae_runs import load_vae_with_test_images
 from nacvae.models.vae import analytic_kl
+from nacvae.runs import append_metrics
 
 __all__ = ["GapBudget", "gaussian_elbo", "fit_optimal_gaussian", "inference_gaps", "vae_gaps", "evaluate_gap_run",
            "GAP_KEYS"]
@@ -66,8 +72,7 @@ class GapBudget:
     def validate(self) -> None:
         for name in ("samples", "elbo_samples", "fit_samples", "max_steps", "check_every", "patience"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}.")
+            check_int(name.replace("_", "-"), value)
         for name in ("lr", "tol"):
             value = getattr(self, name)
             least_ok = value > 0 if name == "lr" else value >= 0
@@ -188,14 +193,11 @@ def vae_gaps(vae, images: torch.Tensor, budget: GapBudget = GapBudget(), batch_s
     means over the images; see ``inference_gaps``. Batches of ``batch_size`` images are
     fitted together. The VAE runs in eval mode (restored afterwards), inside a private
     Pyro param store scope."""
-    from nacvae.eval.loglik import _images_for
-
     budget.validate()
     if images.dim() != 4 or tuple(images.shape[1:]) != tuple(vae.image_shape) or images.shape[0] < 1:
         raise ConfigError(f"images must have shape [N, {', '.join(map(str, vae.image_shape))}] with N >= 1, "
                           f"got {tuple(images.shape)}.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"--batch-size must be a positive integer, got {batch_size!r}.")
+    check_int("batch-size", batch_size)
     ref = vae.norm_mean
     generator = torch.Generator(device=ref.device).manual_seed(int(seed))
     pyro.set_rng_seed(int(seed) % 2**32)
@@ -206,7 +208,7 @@ def vae_gaps(vae, images: torch.Tensor, budget: GapBudget = GapBudget(), batch_s
     try:
         with pyro.get_param_store().scope():
             for start in range(0, images.shape[0], batch_size):
-                x = _images_for(vae, images[start:start + batch_size], ref.device, ref.dtype)
+                x = images_for(vae, images[start:start + batch_size], ref.device, ref.dtype)
                 with torch.no_grad():
                     mu, sigma = vae.encode(x)
                 chunk = max(1, DEFAULT_ELEMENT_BUDGET // (x.shape[0] * pixels))
@@ -244,16 +246,8 @@ def evaluate_gap_run(run, budget: GapBudget = GapBudget(), num_images: int | Non
     """``nacvae eval gap``: the gaps of a VAE run folder or checkpoint on the first
     ``num_images`` test images (None: 500, or all if there are fewer), observed as in training. With a run folder and
     ``record``, ``{"event": "eval_gap", ...}`` is appended to its metrics."""
-    import time
-    from pathlib import Path
-
-    from nacvae.runs import append_metrics
-    from nacvae.devices import resolve_device
-    from nacvae.train.vae import load_vae_with_test_images
-
     budget.validate()
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"--batch-size must be a positive integer, got {batch_size!r}.")
+    check_int("batch-size", batch_size)
     dev = resolve_device(device)
     vae, meta, x = load_vae_with_test_images(run, dev, num_images, data_dir)
     x = x[:num_images if num_images is not None else DEFAULT_GAP_IMAGES]

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nacvae.checks import check_int
 from nacvae.errors import ConfigError, DataError, TrainingError
 from nacvae.progress import bar
 
@@ -31,8 +32,7 @@ __all__ = ["extract_features", "train_linear_classifier", "train_linear_probe_au
 
 def _check_options(num_classes, epochs, batch_size, lr, momentum, nesterov, weight_decay) -> None:
     for name, value in (("num_classes", num_classes), ("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+        check_int(name, value, prefix="")
     if num_classes < 2:
         raise ConfigError(f"A linear probe needs at least 2 classes, got {num_classes}.")
     if not (lr > 0 and math.isfinite(lr)):
@@ -213,8 +213,7 @@ def extract_features(
     ``normalize_fn`` on the CPU and then to ``device``. Outputs are flattened to [B, F].
     """
     _check_images(images_uint8, "images")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    check_int("batch_size", batch_size, prefix="")
     backbone.eval()
     parts = []
     for s in bar(range(0, len(images_uint8), batch_size), desc="features", unit="batch"):

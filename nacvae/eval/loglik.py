@@ -150,7 +150,7 @@ def importance_log_likelihood(
     return total - math.log(num_samples)
 
 
-def _images_for(vae: VAE, images: torch.Tensor, device, dtype) -> torch.Tensor:
+def images_for(vae: VAE, images: torch.Tensor, device, dtype) -> torch.Tensor:
     x = images.to(device=device, dtype=dtype)
     if vae.likelihood == "logistic":
         ok = bool(((x >= 0) & (x <= 255) & (x == x.round())).all())
@@ -203,7 +203,7 @@ def evaluate_vae(
     try:
         with torch.no_grad(), pyro.get_param_store().scope():
             for start in range(0, images.shape[0], int(batch_size)):
-                x = _images_for(vae, images[start : start + int(batch_size)], ref.device, ref.dtype)
+                x = images_for(vae, images[start : start + int(batch_size)], ref.device, ref.dtype)
                 loglik.append(importance_log_likelihood(vae.model, vae.guide, x, num_samples, chunk_size))
                 mu, sigma = vae.encode(x)
                 kl_b = analytic_kl(mu, sigma)

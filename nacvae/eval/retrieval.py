@@ -38,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from nacvae.checks import check_int
 from nacvae.errors import ConfigError, DataError
 from nacvae.eval import hamming_kernel
 from nacvae.progress import bar
@@ -173,8 +174,7 @@ def _multi_hot_relevance(query_words: np.ndarray, gallery_words_t: np.ndarray) -
 
 
 def _check_count(value, name: str, upper: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+    check_int(name, value, prefix="")
     if upper is not None and value > upper:
         raise ConfigError(f"{name} is {value} but the gallery holds only {upper} items.")
 

@@ -14,6 +14,7 @@ SPEC = MethodSpec(
     name="moco",
     summary="MoCo-v2: InfoNCE against a queue of momentum-encoder keys",
     reference="Chen et al., 2020 (arXiv 2003.04297)",
+    group="main",
     order=2,
     options=(
         Option("temperature", 0.2, help="Softmax temperature.", low=0.0, low_open=True),

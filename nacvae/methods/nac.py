@@ -19,6 +19,7 @@ SPEC = MethodSpec(
     name="nac",
     summary="Neural Activation Coding: codes that survive a noisy channel",
     reference="Park et al., ICML 2021",
+    group="main",
     order=0,
     predictor=True,
     options=(

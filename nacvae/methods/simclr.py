@@ -11,6 +11,7 @@ SPEC = MethodSpec(
     name="simclr",
     summary="SimCLR: NT-Xent over the batch's views",
     reference="Chen et al., ICML 2020",
+    group="main",
     order=1,
     options=(Option("temperature", 0.5, help="Softmax temperature.", low=0.0, low_open=True),),
 )

@@ -18,7 +18,6 @@ from torchvision import models as tvm
 
 from nacvae.errors import ConfigError
 
-
 # Datasets of ImageNet-size images, whose ResNets keep torchvision's stem.
 IMAGENET_STEM_DATASETS = ("imagenet", "flickr25k")
 IMAGENET_STEM_PREFIXES = ("webdataset:",)
@@ -45,7 +44,7 @@ def _imagenet_resnet(builder: Callable[..., tvm.ResNet], in_channels: int) -> tu
 def _cifar_resnet(builder: Callable[..., tvm.ResNet], in_channels: int) -> tuple[nn.Module, int]:
     net = builder(weights=None)
     feature_dim = net.fc.in_features
-    # CIFAR stem: 3x3 stride-1 convolution without bias, no max-pool (method.md §2).
+    # CIFAR stem: 3x3 stride-1 convolution without bias, no max-pool (docs/method.md, "Networks").
     net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
     net.maxpool = nn.Identity()
     net.fc = nn.Identity()

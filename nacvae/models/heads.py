@@ -1,4 +1,4 @@
-"""Projection head g and prediction head r (method.md §2), and the pretraining encoder."""
+"""Projection head g and prediction head r (docs/method.md, "Networks"), and the pretraining encoder."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SimCLR's NT-Xent and MoCo-v2's InfoNCE with a key queue (method.md §5)."""
+"""SimCLR's NT-Xent and MoCo-v2's InfoNCE with a key queue (docs/method.md, "Baselines")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Neural Activation Coding objective (method.md §3 and §4), as pure tensor functions."""
+"""Neural Activation Coding objective (docs/method.md, "The loss" and "Momentum-queue variant"), as pure tensor functions."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def nac_momentum_loss(
     p: float,
     l2_weight: float,
 ) -> torch.Tensor:
-    """The encoder term of the momentum-queue variant (method.md §4).
+    """The encoder term of the momentum-queue variant (docs/method.md, "Momentum-queue variant").
 
     a_query: the query encoder's scaled pre-activations [N, D] (both views stacked);
     c_hat: their noisy relaxed codes m * tanh(a_query); key_partner_logits: the key encoder's

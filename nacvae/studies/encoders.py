@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nacvae.files import FolderLock, write_json
+from nacvae.registry import settings_for
 from nacvae.runs import check_run_dir, create_run_dir, read_metrics
 from nacvae.studies.folders import add_seconds, fix_plan, seeds_to_run, stage_state
 from nacvae.studies.presets import (
-    INITS, PRESETS, RETRIEVAL_NAC, TAUGHT, TEACHER_INIT, Preset, lookup_preset, resolve_methods,
+    INITS, PRESETS, RETRIEVAL_NAC, RETRIEVAL_OF, TAUGHT, TEACHER_INIT, Preset, lookup_preset, resolve_methods
 )
 from nacvae.studies.report import COLUMNS, write_results
 
@@ -39,7 +40,8 @@ def run_study(preset: str | Preset, out: str | Path, seeds: int = 1, data_dir: s
     stages already complete are reused and interrupted runs continue from their checkpoints.
     ``methods`` chooses the encoders (``ALL_INITS`` names; the preset's set by default).
     """
-    from nacvae.train.config import resolve_config, resolve_device
+    from nacvae.devices import resolve_device
+    from nacvae.train.config import resolve_config
 
     name, preset = lookup_preset(preset, PRESETS, "preset")
     todo = seeds_to_run(seeds, only_seeds)
@@ -96,14 +98,18 @@ def run_study(preset: str | Preset, out: str | Path, seeds: int = 1, data_dir: s
 def _run_seed(preset: Preset, seed: int, seed_dir: Path, pretrain_overrides: dict[str, Any], wanted: list[str],
               done: set[str], data_dir: str | None, device: str, torch_device, progress: bool,
               log: Callable[[str], None], emit: Callable[[dict[str, Any]], None]) -> None:
-    from nacvae.eval.downstream import evaluate_codes, evaluate_linear, evaluate_retrieval, resolve_encoder
+    from nacvae.eval.codes_eval import evaluate_codes
+    from nacvae.eval.encoders import resolve_encoder
+    from nacvae.eval.linear_eval import evaluate_linear
+    from nacvae.eval.retrieval_eval import evaluate_retrieval
+    from nacvae.eval.vae_runs import evaluate_run
     from nacvae.train.config import resolve_config
     from nacvae.train.pretrain import pretrain
-    from nacvae.train.vae import evaluate_run, resolve_vae_config, train_vae
+    from nacvae.train.vae import resolve_vae_config, train_vae
 
     runs: dict[str, Path] = {}
     for init in [i for i in wanted if i != "random"]:
-        objective = "nac" if init == RETRIEVAL_NAC else init
+        objective = RETRIEVAL_OF if init == RETRIEVAL_NAC else init
         overrides = dict(pretrain_overrides)
         if init == RETRIEVAL_NAC:
             overrides["flip_prob"] = preset.retrieval_flip_prob
@@ -117,7 +123,7 @@ def _run_seed(preset: Preset, seed: int, seed_dir: Path, pretrain_overrides: dic
         if state is None:
             continue
         log(f"[seed {seed}] pretraining {init}")
-        cfg = resolve_config(preset.data, objective=objective, seed=seed, **overrides)
+        cfg = resolve_config(preset.data, objective=objective, seed=seed, **settings_for(objective, overrides))
         pretrain(cfg, run, resume=state, progress=progress)
     for init in wanted:
         if init in done:

@@ -9,18 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from nacvae import registry
 from nacvae.errors import ConfigError
 
-OBJECTIVES = ("nac", "simclr", "moco")
+OBJECTIVES = registry.group("main")  # NAC, SimCLR, MoCo-v2: evaluated, and a VAE from each
 INITS = ("random",) + OBJECTIVES
-RETRIEVAL_NAC = "nac-retrieval"  # NAC at the preset's retrieval p; evaluated, no VAE
+RETRIEVAL_OF = OBJECTIVES[0]  # NAC: the method the study trains again at the preset's retrieval p
+RETRIEVAL_NAC = f"{RETRIEVAL_OF}-retrieval"  # evaluated, no VAE
 # The paper's other baselines; evaluated, no VAE. SSDH and DistillHash take their pair
 # similarities from the same seed's SimCLR encoder, which is trained for them if not asked for.
-BASELINES = ("insdis", "deepbit", "ssdh", "distillhash")
+BASELINES = registry.group("baseline")
 TEACHER_INIT = "simclr"
 # Trained with the same seed's TEACHER_INIT encoder as --teacher: its features label SSDH's
 # and DistillHash's pairs, and DeepBit's hash layer trains on its frozen backbone.
-TAUGHT = ("deepbit", "ssdh", "distillhash")
+TAUGHT = registry.teacher_methods()
 ALL_INITS = INITS + (RETRIEVAL_NAC,) + BASELINES
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from nacvae.files import write_json, write_text
 from nacvae.runs import read_metrics
 from nacvae.studies.folders import study_seconds
-from nacvae.studies.presets import ALL_INITS, RETRIEVAL_NAC
+from nacvae.studies.presets import ALL_INITS, RETRIEVAL_NAC, RETRIEVAL_OF
 
 # The columns of the results table: (key in a row, header, format, higher is better)
 COLUMNS = [
@@ -70,9 +70,18 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"table": table, "rows": rows}
 
 
+# One colour per encoder, in ALL_INITS order: random grey, NAC red, SimCLR blue, MoCo green, ...
+PALETTE = ("#777777", "#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+           "#bcbd22", "#7f7f7f", "#aec7e8")
+
+
+def colour(init: str) -> str:
+    return PALETTE[ALL_INITS.index(init) % len(PALETTE)]
+
+
 def encoder_label(init: str, results: dict[str, Any]) -> str:
     pretrain = results.get("pretrain") or {}
-    if init == "nac":
+    if init == RETRIEVAL_OF:
         return f"nac (p = {pretrain.get('flip_prob', 0.1):g})"
     if init == RETRIEVAL_NAC:
         return f"nac (p = {results.get('retrieval_flip_prob'):g}, for retrieval)"
@@ -113,9 +122,7 @@ def write_figures(results: dict[str, Any], rows: list[dict[str, Any]], out: Path
     table = results["table"]
     inits = [i for i in ALL_INITS if i in table]  # a fixed order, whatever order JSON gave
     fig, axes = plt.subplots(3, 3, figsize=(16, 10))
-    colours = {"random": "#777777", "nac": "#d62728", "simclr": "#1f77b4", "moco": "#2ca02c",
-               RETRIEVAL_NAC: "#ff7f0e", "insdis": "#9467bd", "deepbit": "#8c564b", "ssdh": "#e377c2",
-               "distillhash": "#17becf"}
+    colours = {init: colour(init) for init in inits}
     for ax, (key, header, _, _) in zip(axes.flat, COLUMNS):
         scale = 100.0 if "(%)" in header else 1.0
         # Points with error bars, not bars: several measures are negative or far from 0.

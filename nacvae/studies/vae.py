@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from nacvae.errors import ConfigError
 from nacvae.files import write_json
+from nacvae.registry import settings_for
 from nacvae.runs import CONFIG, check_run_dir, create_run_dir, read_config, read_metrics
 from nacvae.studies.folders import add_seconds, fix_plan, seeds_to_run, stage_state
 from nacvae.studies.presets import INITS, MODES, OBJECTIVES, VAE_OPTIONS, VAE_PRESETS, VAEStudyPreset, lookup_preset
@@ -31,8 +32,12 @@ NOT_COMPARED = ("device", "data_dir", "download", "checkpoint_every", "log_every
 
 def pretraining_differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     """The pretraining settings (config keys) in which a finished run differs from the
-    ones a study would have used."""
-    return sorted(k for k in set(saved) | set(wanted) if k not in NOT_COMPARED and saved.get(k) != wanted.get(k))
+    ones a study would have used. A length in epochs is not compared where both give it in
+    steps (runs written before lengths had no default kept an unused epoch count)."""
+    unused = {a for a, b in (("epochs", "steps"), ("warmup_epochs", "warmup_steps"))
+              if saved.get(b) is not None and wanted.get(b) is not None}
+    return sorted(k for k in set(saved) | set(wanted)
+                  if k not in NOT_COMPARED and k not in unused and saved.get(k) != wanted.get(k))
 
 
 def borrowed_encoder(study: Path, seed: int, objective: str, wanted: dict[str, Any]) -> Path:
@@ -123,14 +128,15 @@ def _run_seed(preset: VAEStudyPreset, vae_settings: dict[str, Any], seed: int, s
     """Pretrain what is missing (or take it from ``encoders_from``), then train and measure
     each (init, mode) VAE; yields rows."""
     from nacvae.eval.gap import GapBudget, evaluate_gap_run
+    from nacvae.eval.vae_runs import evaluate_run
     from nacvae.train.config import resolve_config
     from nacvae.train.pretrain import pretrain
-    from nacvae.train.vae import evaluate_run, resolve_vae_config, train_vae
+    from nacvae.train.vae import resolve_vae_config, train_vae
 
     runs: dict[str, Path] = {}
     for objective in OBJECTIVES:
         if encoders_from is not None:
-            wanted = resolve_config(preset.data, objective=objective, seed=seed, **pretrain_overrides).to_dict()
+            wanted = resolve_config(preset.data, objective=objective, seed=seed, **settings_for(objective, pretrain_overrides)).to_dict()
             runs[objective] = borrowed_encoder(encoders_from, seed, objective, wanted)
             continue
         run = seed_dir / f"pretrain-{objective}"
@@ -141,7 +147,7 @@ def _run_seed(preset: VAEStudyPreset, vae_settings: dict[str, Any], seed: int, s
         if state is None:
             continue
         log(f"[seed {seed}] pretraining {objective}")
-        pretrain(resolve_config(preset.data, objective=objective, seed=seed, **pretrain_overrides), run,
+        pretrain(resolve_config(preset.data, objective=objective, seed=seed, **settings_for(objective, pretrain_overrides)), run,
                  resume=state, progress=progress)
     gap_options = dict(preset.gap)
     gap_images = gap_options.pop("num_images", None)

@@ -17,6 +17,7 @@ from typing import Any, Callable
 from nacvae.files import write_json, write_text
 from nacvae.studies.folders import study_seconds
 from nacvae.studies.presets import INITS, MODES
+from nacvae.studies.report import colour
 
 # Columns of the table: (key in a row, header, format)
 COLUMNS = [
@@ -29,7 +30,7 @@ COLUMNS = [
     ("steps_to_random_final", "steps to random's final ELBO", lambda v: f"{v:.0f}"),
 ]
 
-COLOURS = {"random": "#777777", "nac": "#d62728", "simclr": "#1f77b4", "moco": "#2ca02c"}
+COLOURS = {init: colour(init) for init in INITS}
 
 
 def steps_to_reach(curve: list[tuple[int, float]], target: float) -> int | None:

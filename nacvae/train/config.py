@@ -15,8 +15,6 @@ from typing import Any, Callable
 from nacvae import presets, registry
 from nacvae.checks import check_flags, check_int, check_real, check_seed
 from nacvae.errors import CheckpointError, ConfigError
-from nacvae.models.backbones import ARCHITECTURES
-from nacvae.train.optim import OPTIMIZERS
 
 # Lengths that replace each other: a count in epochs from one layer drops the other layer's count in steps.
 ALTERNATIVES = (("epochs", "steps"), ("warmup_epochs", "warmup_steps"))
@@ -26,7 +24,7 @@ ALTERNATIVES = (("epochs", "steps"), ("warmup_epochs", "warmup_steps"))
 class PretrainConfig:
     """Build it with ``resolve_config``: the fields the dataset preset decides default to None."""
 
-    data: str = "digits"
+    data: str = presets.DEFAULT_DATA
     data_dir: str | None = None
     download: bool = True              # fetch cifar10 / fashion-mnist when missing and a network is reachable
     subset: str | None = None          # None (whole train split) or "retrieval"
@@ -86,9 +84,10 @@ def _layer(values: dict[str, Any], layer: dict[str, Any]) -> None:
     values.update(layer)
 
 
-def resolve_config(data: str = "digits", objective: str = "nac", **given: Any) -> PretrainConfig:
+def resolve_config(data: str = presets.DEFAULT_DATA, objective: str | None = None, **given: Any) -> PretrainConfig:
     """The configuration of a run: ``data``'s preset, then the method's recipe, then every
     value given (None means not given). A method's own options may be given by name."""
+    objective = PretrainConfig.objective if objective is None else objective
     method = registry.spec(objective)
     given = {k: v for k, v in given.items() if v is not None}
     for a, b in ALTERNATIVES:
@@ -111,6 +110,10 @@ def resolve_config(data: str = "digits", objective: str = "nac", **given: Any) -
 def validate_config(cfg: PretrainConfig) -> None:
     """Every value of the configuration, whether from the command line, the API or a saved
     config.json: a meaningless one is a ConfigError naming its option."""
+    # Imported here: the configuration is read by --help, before torch may start.
+    from nacvae.models.backbones import ARCHITECTURES
+    from nacvae.train.optim import OPTIMIZERS
+
     registry.spec(cfg.objective)
     if not isinstance(cfg.options, dict):
         raise ConfigError(f"The options of --objective {cfg.objective} must be a mapping, got {cfg.options!r}.")

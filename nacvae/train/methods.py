@@ -4,6 +4,9 @@ device (bf16, channels-last, torch.compile, and under torchrun the multi-process
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
+from types import ModuleType
 
 import torch
 from torch import nn
@@ -29,8 +32,21 @@ def build_method(cfg: PretrainConfig, image_shape: tuple[int, int, int]) -> Meth
     teacher = None
     if cfg.options.get("teacher") is not None:
         teacher, _ = load_teacher(cfg.options["teacher"], image_shape)
-    module = importlib.import_module(registry.module_name(cfg.objective))
-    return module.build(encoder, cfg.options, seed=cfg.seed, teacher=teacher)
+    return method_module(cfg.objective).build(encoder, cfg.options, seed=cfg.seed, teacher=teacher)
+
+
+def method_module(name: str) -> ModuleType:
+    """The module of method ``name``: in the package, or a user's file ($NACVAE_METHODS)."""
+    module = registry.module_name(name)
+    if module is not None:
+        return importlib.import_module(module)
+    path = registry.source(name)
+    module = f"nacvae_user_methods.{path.stem}"
+    if module not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module, path)
+        sys.modules[module] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[module])
+    return sys.modules[module]
 
 
 def prepare_method(method: Method, device: torch.device, *, amp: bool, compile: bool = False,

@@ -13,6 +13,7 @@ NAC-momentum) see every process's rows. Only rank 0 writes the run folder.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -24,22 +25,25 @@ import torch
 from tqdm import tqdm
 
 from nacvae import __version__, distributed, registry
-from nacvae.checkpoint import input_description, load_checkpoint, restore_training_state, save_checkpoint
-from nacvae import interrupts
-from nacvae.errors import ConfigError, TrainingError
+from nacvae.checkpoint import input_description, load_checkpoint, restore_training_state
+from nacvae.data import augment, default_augment, two_views
+from nacvae.data.catalog import dataset_stats, open_dataset
+from nacvae.data.pool import retrieval_pool
+from nacvae.data.shards import shard_steps
+from nacvae.data.stream import StreamedImages, default_workers, train_batches
+from nacvae.devices import resolve_device
+from nacvae.errors import ConfigError
 from nacvae.methods.base import Method
 from nacvae.runs import (
-    CHECKPOINT, append_metrics, check_run_dir, hold_run, read_config, read_run_config, truncate_metrics,
-    write_config,
+    CHECKPOINT, append_metrics, check_run_dir, hold_run, read_config, read_run_config, truncate_metrics, write_config
 )
-from nacvae.devices import resolve_device
-from nacvae.train.config import (
-    PretrainConfig, check_world_size, saved_config, schedule_steps, validate_config,
-)
+from nacvae.seeds import step_seed
+from nacvae.train.config import PretrainConfig, check_world_size, saved_config, schedule_steps, validate_config
+from nacvae.train.loop import EpochOrder, RunCheckpoint, Window, events_and_bar, is_log_step, steps
 from nacvae.train.methods import build_method, prepare_method
 from nacvae.train.optim import build_optimizer, build_scheduler
+from nacvae.train.pictures import view_pairs
 from nacvae.train.precision import resolve_amp
-from nacvae.train.seeds import step_seed
 from nacvae.train.telemetry import CollapseMonitor, code_statistics, collapse_message
 
 
@@ -57,10 +61,6 @@ class PretrainData:
 
 
 def load_pretrain_data(cfg: PretrainConfig, device: torch.device) -> PretrainData:
-    from nacvae.data import default_augment
-    from nacvae.data.catalog import dataset_stats, open_dataset
-    from nacvae.data.stream import StreamedImages
-
     data = open_dataset(cfg.data, "train", cfg.data_dir, download=cfg.download, image_size=cfg.image_size)
     if isinstance(data, StreamedImages):
         return _streamed_pretrain_data(cfg, data)
@@ -68,8 +68,6 @@ def load_pretrain_data(cfg: PretrainConfig, device: torch.device) -> PretrainDat
     mean, std = dataset_stats(cfg.data, data)
     images = data.images
     if cfg.subset == "retrieval":
-        from nacvae.data.pool import retrieval_pool
-
         pool = retrieval_pool(cfg.data, cfg.data_dir, cfg.image_size, download=cfg.download)
         images = pool.images[pool.split["train"]]
     if len(images) < cfg.batch_size:
@@ -79,12 +77,6 @@ def load_pretrain_data(cfg: PretrainConfig, device: torch.device) -> PretrainDat
 
 
 def _streamed_pretrain_data(cfg: PretrainConfig, data) -> PretrainData:
-    import dataclasses
-
-    from nacvae.data import default_augment
-    from nacvae.data.catalog import dataset_stats
-    from nacvae.data.stream import default_workers
-
     if not cfg.spec.streams:
         streamable = [name for name in registry.names() if registry.spec(name).streams]
         raise ConfigError(f"--objective {cfg.objective} needs the training images in memory, and {cfg.data} is read "
@@ -151,15 +143,36 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, progres
             return _train(cfg, out, resume, progress, device, per_rank)
 
 
-def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device: torch.device, per_rank: int) -> Path:
-    rank, world, main = distributed.rank(), distributed.world_size(), distributed.is_main()
+@dataclass
+class _Run:
+    """A pretraining run ready to step: its data and method, optimiser and schedule, checkpoint
+    and the record of its status."""
+
+    cfg: PretrainConfig
+    out: Path
+    data: PretrainData
+    method: Method
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    start_step: int
+    checkpoint_every: int
+    checkpoint: RunCheckpoint
+    run_config: dict[str, Any]
+    monitor: CollapseMonitor | None
+    log_negatives: float | None
+
+
+def _open_run(cfg: PretrainConfig, out: Path, resume: bool, device: torch.device) -> _Run:
+    world, main = distributed.world_size(), distributed.is_main()
     data = distributed.agree(lambda: load_pretrain_data(cfg, device), main_first=True)
     method = distributed.agree(lambda: build_method(cfg, data.image_shape)).to(device)
     if data.images is not None:
         method.attach_dataset(data.images, data.mean, data.std)  # before resuming: a memory bank is in the checkpoint
 
-    n = len(data)
-    steps_per_epoch = n // cfg.batch_size  # the last incomplete batch is dropped
+    steps_per_epoch = len(data) // cfg.batch_size  # the last incomplete batch is dropped
     total_steps, warmup_steps = schedule_steps(cfg, steps_per_epoch)
     params = [p for p in method.parameters() if p.requires_grad]
     optimizer = build_optimizer(cfg.optimizer, params, cfg.lr, cfg.weight_decay)
@@ -168,8 +181,6 @@ def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device:
     meta = {**checkpoint_meta(cfg, data.image_shape, method.encoder.feature_dim),
             "mean": list(data.mean), "std": list(data.std)}
     ckpt_path = out / CHECKPOINT
-    checkpoint_every = cfg.checkpoint_every or steps_per_epoch
-
     start_step = 0
     if resume:
         ckpt = distributed.agree(lambda: load_checkpoint(
@@ -186,7 +197,6 @@ def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device:
         "input": input_description(data.image_shape, data.mean, data.std),
         "world_size": world, "amp": amp, "nacvae_version": __version__, "pretrain": cfg.to_dict(),
     }
-
     negatives = method.num_negatives(cfg.batch_size)
     log_negatives = None if negatives is None else math.log(negatives)
     monitor = CollapseMonitor(warmup_steps) if log_negatives is not None else None
@@ -207,102 +217,83 @@ def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device:
         write_config(out, run_config)
 
     distributed.agree(open_run)
+    checkpoint = RunCheckpoint(ckpt_path, "pretrain", meta, cfg.to_dict(), method,
+                               saved_step=start_step if resume else None, optimizer=optimizer, scheduler=scheduler)
+    return _Run(cfg, out, data, method, optimizer, scheduler, steps_per_epoch, total_steps, warmup_steps, start_step,
+                cfg.checkpoint_every or steps_per_epoch, checkpoint, run_config, monitor, log_negatives)
 
-    saved_step = start_step if resume else None
 
-    def save(step: int, complete: bool = False) -> None:
-        nonlocal saved_step
-        model = {k: v.contiguous() for k, v in method.state_dict().items()}
-        save_checkpoint(ckpt_path, "pretrain", meta, cfg.to_dict(), model, step, complete,
-                        optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict())
-        saved_step = step
-
-    writer = None
-    if main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(out / "tb"), purge_step=start_step if resume else None)
-    bar = tqdm(total=total_steps, initial=start_step, disable=not (progress and main), unit="step", dynamic_ncols=True)
-    method.train()
-    # Accumulated on the device and read only at log steps: no host-device sync per step.
-    loss_sum = torch.zeros((), device=device)
-    finite = torch.ones((), dtype=torch.bool, device=device)
-    window_steps, window_start = 0, time.perf_counter()
-    epoch_perm: tuple[int, torch.Tensor] | None = None
+def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device: torch.device, per_rank: int) -> Path:
+    rank, main = distributed.rank(), distributed.is_main()
+    run = _open_run(cfg, out, resume, device)
+    data, method = run.data, run.method
+    order = EpochOrder(len(data), cfg.seed, device, run.steps_per_epoch, cfg.batch_size)
+    window = Window(1, device)
     streamed = None
     if data.stream is not None:
-        streamed = _streamed_steps(cfg, data.stream, start_step, total_steps, steps_per_epoch, per_rank, rank, device)
-    try:
-        for step in range(start_step, total_steps):
-            interrupts.check()  # a Ctrl-C swallowed during start-up
-            gen = torch.Generator(device=device).manual_seed(step_seed(cfg.seed, step, rank=rank))
-            if streamed is not None:
-                idx, batch = next(streamed)
-                x1, x2 = _streamed_views(batch, data, gen)
-            else:
-                epoch, i = divmod(step, steps_per_epoch)
-                if epoch_perm is None or epoch_perm[0] != epoch:
-                    g = torch.Generator().manual_seed(step_seed(cfg.seed, epoch, stream=1))
-                    epoch_perm = (epoch, torch.randperm(n, generator=g).to(device))
-                first = i * cfg.batch_size + rank * per_rank
-                idx = epoch_perm[1][first:first + per_rank]
-                x1, x2 = _two_views(data.images[idx], data, gen)
-            method.begin_step(idx)
-            loss, a1 = train_step(method, optimizer, x1, x2, gen)
-            scheduler.step()
-            loss_sum += loss
-            finite &= torch.isfinite(loss)
-            window_steps += 1
-            done = step + 1
-            if done % cfg.log_every == 0 or done % checkpoint_every == 0 or done == total_steps:
-                # Collectives first, on every rank; then only rank 0 writes.
-                totals = distributed.all_reduce_sum(torch.stack([loss_sum, (~finite).float()])).tolist()
-                codes = distributed.gather_no_grad(a1)[0]
-                if totals[1] > 0:
-                    kept = (f"the last good checkpoint (step {saved_step}) is kept in {ckpt_path.parent}"
-                            if saved_step is not None else
-                            "nothing had been saved yet, so nothing of the run is kept (try a lower --lr)")
-                    raise TrainingError(f"The loss became non-finite before step {done}; {kept}.")
-                elapsed = time.perf_counter() - window_start
-                record = {
-                    "event": "train", "step": done, "epoch": done / steps_per_epoch,
-                    "loss": totals[0] / (window_steps * world), "lr": optimizer.param_groups[0]["lr"],
-                    "images_per_s": window_steps * cfg.batch_size / max(elapsed, 1e-9),
-                    **code_statistics(codes),
-                }
-                if log_negatives is not None:
-                    record["loss_minus_log2b"] = record["loss"] - log_negatives
-                if main:
-                    for key, value in record.items():
-                        if key not in ("event", "step"):
-                            writer.add_scalar(_tensorboard_tag(key), value, done)
-                    if done % checkpoint_every == 0 or done == total_steps or window_steps == done - start_step:
-                        # The views the encoder saw (this rank's): at the first log step and checkpoints.
-                        from nacvae.train.pictures import view_pairs
-
-                        writer.add_image("images/views", view_pairs(x1, x2, data.mean, data.std), done)
-                    append_metrics(out, record)
-                    if monitor is not None:
-                        _watch_collapse(monitor, record, run_config, cfg, warmup_steps, out, bar)
-                    bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
-                    if done % checkpoint_every == 0 and done < total_steps:
-                        save(done)
-                loss_sum.zero_()
-                window_steps, window_start = 0, time.perf_counter()
-            bar.update(1)
-        if main:
-            save(total_steps, complete=True)
-    finally:  # the status of a run that stops here is recorded by hold_run
+        streamed = _streamed_steps(cfg, data.stream, run.start_step, run.total_steps, run.steps_per_epoch, per_rank,
+                                   rank, device)
+    try:  # the status of a run that stops here is recorded by hold_run
+        with events_and_bar(out, run.total_steps, run.start_step, resume, writer=main,
+                            bar=progress and main) as (writer, bar):
+            method.train()
+            for step in steps(run.start_step, run.total_steps):
+                gen = torch.Generator(device=device).manual_seed(step_seed(cfg.seed, step, rank=rank))
+                if streamed is not None:
+                    idx, batch = next(streamed)
+                    x1, x2 = _streamed_views(batch, data, gen)
+                else:
+                    idx = order.rows(step, rank * per_rank, per_rank)
+                    x1, x2 = _two_views(data.images[idx], data, gen)
+                method.begin_step(idx)
+                loss, a1 = train_step(method, run.optimizer, x1, x2, gen)
+                run.scheduler.step()
+                window.add(loss, loss)
+                done = step + 1
+                if is_log_step(done, run.total_steps, cfg.log_every, run.checkpoint_every):
+                    _log(run, window, done, a1, (x1, x2), writer, bar)
+                bar.update(1)
+            if main:
+                run.checkpoint.save(run.total_steps, complete=True)
+    finally:
         if streamed is not None:
             streamed.close()  # stops the DataLoader's worker processes
-        bar.close()
-        if writer is not None:
-            writer.close()
     if main:
-        run_config.update(status="complete", finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        write_config(out, run_config)
+        run.run_config.update(status="complete", finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        write_config(out, run.run_config)
     distributed.barrier()  # every rank returns once the run folder is complete
     return out
+
+
+def _log(run: _Run, window: Window, done: int, a1: torch.Tensor, views, writer, bar) -> None:
+    """A log step: collectives first, on every rank; then only rank 0 records and saves."""
+    cfg, world = run.cfg, distributed.world_size()
+    totals = distributed.all_reduce_sum(torch.stack([window.sums[0], (~window.finite).float()])).tolist()
+    codes = distributed.gather_no_grad(a1)[0]
+    if totals[1] > 0:
+        raise run.checkpoint.non_finite(done, "nothing had been saved yet, so nothing of the run is kept "
+                                              "(try a lower --lr)")
+    record = {
+        "event": "train", "step": done, "epoch": done / run.steps_per_epoch,
+        "loss": totals[0] / (window.steps * world), "lr": run.optimizer.param_groups[0]["lr"],
+        "images_per_s": window.images_per_s(cfg.batch_size), **code_statistics(codes),
+    }
+    if run.log_negatives is not None:
+        record["loss_minus_log2b"] = record["loss"] - run.log_negatives
+    if distributed.is_main():
+        for key, value in record.items():
+            if key not in ("event", "step"):
+                writer.add_scalar(_tensorboard_tag(key), value, done)
+        if done % run.checkpoint_every == 0 or done == run.total_steps or window.steps == done - run.start_step:
+            # The views the encoder saw (this rank's): at the first log step and checkpoints.
+            writer.add_image("images/views", view_pairs(*views, run.data.mean, run.data.std), done)
+        append_metrics(run.out, record)
+        if run.monitor is not None:
+            _watch_collapse(run.monitor, record, run.run_config, cfg, run.warmup_steps, run.out, bar)
+        bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
+        if done % run.checkpoint_every == 0 and done < run.total_steps:
+            run.checkpoint.save(done)
+    window.reset()
 
 
 def _tensorboard_tag(key: str) -> str:
@@ -329,8 +320,6 @@ def _watch_collapse(monitor: CollapseMonitor, record: dict[str, Any], run_config
 
 
 def _two_views(batch: torch.Tensor, data: PretrainData, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    from nacvae.data import two_views
-
     return two_views(batch, data.augment, gen)
 
 
@@ -339,12 +328,8 @@ def _streamed_steps(cfg: PretrainConfig, stream, start_step: int, total_steps: i
     """(indices, uint8 batch on ``device``) of each step from ``start_step`` on, decoded by
     DataLoader workers: the same epoch shuffles and per-rank slices as the in-memory loop, so
     a resumed run reads the same images in the same steps."""
-    from nacvae.data.stream import default_workers, train_batches
-
     workers = default_workers() if cfg.workers is None else cfg.workers
     if stream.shards is not None:
-        from nacvae.data.shards import shard_steps
-
         yield from shard_steps(stream, start_step, total_steps, steps_per_epoch, per_rank, cfg.seed, workers, device)
         return
     n = len(stream)
@@ -379,8 +364,6 @@ class _EpochKeys:
 def _streamed_views(batch: torch.Tensor, data: PretrainData, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Two augmented views of a streamed batch: [B, 2, C, S, S] already holds each image's two
     random-resized crops; [B, C, S, S] (a streamed folder) is augmented as in memory."""
-    from nacvae.data import augment
-
     if batch.dim() == 4:
         return _two_views(batch, data, gen)
     b = batch.shape[0]

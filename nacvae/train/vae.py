@@ -17,7 +17,6 @@ therefore ends with the weights of one never interrupted (exactly, on CPU).
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -26,28 +25,33 @@ from typing import Any
 
 import pyro
 import torch
-from tqdm import tqdm
 
 from nacvae import __version__
-from nacvae.checkpoint import load_checkpoint, restore_training_state, save_checkpoint
-from nacvae import interrupts
-from nacvae.errors import CheckpointError, ConfigError, TrainingError
-from nacvae.models.likelihoods import binarize
+from nacvae.checkpoint import load_checkpoint, restore_training_state
+from nacvae.data import channel_stats, load_dataset
+from nacvae.devices import resolve_device
+from nacvae.errors import CheckpointError, ConfigError
+from nacvae.eval.vae_runs import evaluate_run
+from nacvae.models.backbones import build_backbone
 from nacvae.models.vae import VAE, analytic_kl
-from nacvae.train.seeds import step_seed
+from nacvae.models.vae_inputs import observed_test_images, vae_observations
+from nacvae.presets import FOLDER_PREFIX
 from nacvae.runs import (
-    CHECKPOINT, append_metrics, check_run_dir, hold_run, read_run_config, run_checkpoint, truncate_metrics, write_config,
+    CHECKPOINT, append_metrics, check_run_dir, hold_run, read_run_config, truncate_metrics, write_config
 )
+from nacvae.seeds import PICTURES_STREAM, TEST_STREAM, step_seed
 from nacvae.train.elbo import negative_elbo
-from nacvae.train.vae_curves import curve_point, curve_steps
+from nacvae.train.loop import EpochOrder, RunCheckpoint, Window, events_and_bar, is_log_step, steps
+from nacvae.train.pictures import image_grid
 from nacvae.train.vae_config import (
-    _STREAM_PICTURES, _STREAM_SHUFFLE, _STREAM_TEST, ELBOS, INITS, VAEConfig, check_encoder_shape,
-    resolve_encoder_init, resolve_vae_config, saved_vae_config, validate_vae_config,
+    INITS, VAEConfig, check_encoder_shape, resolve_encoder_init, resolve_vae_config, saved_vae_config,
+    validate_vae_config
 )
+from nacvae.train.vae_curves import curve_point, curve_steps
 
 __all__ = [
     "VAEConfig", "INITS", "resolve_vae_config", "validate_vae_config", "resolve_encoder_init",
-    "build_vae", "train_vae", "load_vae", "evaluate_run", "vae_observations",
+    "build_vae", "train_vae",
 ]
 
 RECON_IMAGES = 32   # test images shown with their reconstructions in TensorBoard
@@ -74,8 +78,6 @@ class VAEData:
 
 
 def _image_size(cfg: VAEConfig, encoder_shape) -> int | None:
-    from nacvae.data.sources import FOLDER_PREFIX
-
     if cfg.image_size is not None:
         return cfg.image_size
     if cfg.data.startswith(FOLDER_PREFIX) and encoder_shape is not None:
@@ -84,8 +86,6 @@ def _image_size(cfg: VAEConfig, encoder_shape) -> int | None:
 
 
 def load_vae_data(cfg: VAEConfig, device: torch.device, image_size: int | None) -> VAEData:
-    from nacvae.data import channel_stats, load_dataset
-
     train = load_dataset(cfg.data, "train", cfg.data_dir, download=cfg.download, image_size=image_size)
     test = load_dataset(cfg.data, "test", cfg.data_dir, download=cfg.download, image_size=image_size)
     mean, std = channel_stats(cfg.data, train)
@@ -94,21 +94,6 @@ def load_vae_data(cfg: VAEConfig, device: torch.device, image_size: int | None) 
     if len(test) < 1:
         raise ConfigError(f"The {cfg.data} test split is empty.")
     return VAEData(train.images.to(device), test.images.to(device), tuple(mean), tuple(std), train.image_shape)
-
-
-def _test_observations(images: torch.Tensor, likelihood: str, mode: str, seed: int) -> torch.Tensor:
-    """The test split as observed, on the CPU: stochastic binarisation is drawn once, from the
-    run's seed, so training's test records and ``evaluate_run`` see the same pixels."""
-    gen = torch.Generator().manual_seed(step_seed(seed, 0, stream=_STREAM_TEST))
-    return vae_observations(images.cpu(), likelihood, mode, gen)
-
-
-def vae_observations(images: torch.Tensor, likelihood: str, mode: str = "threshold",
-                     generator: torch.Generator | None = None) -> torch.Tensor:
-    """What the model observes: float levels 0..255 (logistic) or {0, 1} pixels (bernoulli)."""
-    if likelihood == "logistic":
-        return images.float()
-    return binarize(images, generator=generator, stochastic=mode == "stochastic")
 
 
 # -------------------------------------------------------------------------- training
@@ -189,9 +174,6 @@ def train_vae(cfg: VAEConfig, out: str | Path, resume: bool = False, progress: b
 
 
 def _prepare(cfg: VAEConfig, out: Path, resume: bool, progress: bool) -> Path:
-    from nacvae.models.backbones import build_backbone
-    from nacvae.devices import resolve_device
-
     saved = None
     if resume:
         saved = read_run_config(out, "vae", resuming=True)
@@ -220,8 +202,28 @@ def _prepare(cfg: VAEConfig, out: Path, resume: bool, progress: bool) -> Path:
         return _train(cfg, out, resume, progress, device, data, backbone, feature_dim, source, arch)
 
 
-def _train(cfg: VAEConfig, out: Path, resume: bool, progress: bool, device: torch.device, data: VAEData,
-           backbone, feature_dim: int, source: dict[str, Any], arch: str) -> Path:
+@dataclass
+class _Run:
+    """A VAE run ready to step: the model, its optimiser, schedule and checkpoint, the test
+    images its records use, and the record of its status."""
+
+    cfg: VAEConfig
+    out: Path
+    vae: VAE
+    optimizer: torch.optim.Optimizer
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    start_step: int
+    checkpoint_every: int
+    checkpoint: RunCheckpoint
+    run_config: dict[str, Any]
+    test_x: torch.Tensor
+    curve_at: dict[int, float]
+
+
+def _open_run(cfg: VAEConfig, out: Path, resume: bool, device: torch.device, data: VAEData, backbone,
+              feature_dim: int, source: dict[str, Any], arch: str) -> _Run:
     vae = build_vae(cfg, backbone, feature_dim, data.image_shape, data.mean, data.std).to(device)
     # The loss is Pyro's ELBO for vae.model / vae.guide, computed from the model's own terms
     # (nacvae.train.elbo) and minimised with a plain torch optimiser over the module's
@@ -229,247 +231,118 @@ def _train(cfg: VAEConfig, out: Path, resume: bool, progress: bool, device: torc
     # exact, and the same step would take data-parallel gradient averaging or autocast.
     params = [p for p in vae.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
-    elbo = cfg.elbo
-
-    n = data.train.shape[0]
-    steps_per_epoch = n // cfg.batch_size  # the last incomplete batch is dropped
+    steps_per_epoch = data.train.shape[0] // cfg.batch_size  # the last incomplete batch is dropped
     total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
-    warmup_steps = cfg.kl_warmup_epochs * steps_per_epoch
-    checkpoint_every = cfg.checkpoint_every or steps_per_epoch
     ckpt_path = out / CHECKPOINT
-    meta = checkpoint_meta(cfg, data, feature_dim, source, arch)
-
-    start_step, saved_step = 0, None
+    start_step = 0
     if resume:
         ckpt = load_checkpoint(ckpt_path, kind="vae", expect={"arch": arch, "likelihood": cfg.likelihood,
                                                               "latent_dim": cfg.latent_dim})
-        start_step = saved_step = restore_training_state(ckpt_path, ckpt, vae, optimizer)
+        start_step = restore_training_state(ckpt_path, ckpt, vae, optimizer)
         del ckpt
-
-    test_x = _test_observations(data.test.cpu(), cfg.likelihood, cfg.binarize, cfg.seed).to(device)
-    shown = test_x[:RECON_IMAGES]
-    curve_at = curve_steps(total_steps, cfg.curve_points)
-    curve_x = test_x[:cfg.curve_images]
-
+    test_x = observed_test_images(data.test.cpu(), cfg.likelihood, cfg.binarize, cfg.seed).to(device)
     run_config = {
         "kind": "vae", "status": "running", "init": source["init"], "encoder": source, "dataset": cfg.data,
         "arch": arch, "likelihood": cfg.likelihood, "latent_dim": cfg.latent_dim,
-        "freeze_encoder": cfg.freeze_encoder, "image_shape": list(data.image_shape), "feature_dim": int(feature_dim), "mean": list(data.mean),
-        "std": list(data.std), "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
-        "device": str(device), "nacvae_version": __version__, "vae": cfg.to_dict(),
+        "freeze_encoder": cfg.freeze_encoder, "image_shape": list(data.image_shape), "feature_dim": int(feature_dim),
+        "mean": list(data.mean), "std": list(data.std), "steps_per_epoch": steps_per_epoch,
+        "total_steps": total_steps, "device": str(device), "nacvae_version": __version__, "vae": cfg.to_dict(),
     }
     if resume:
         for event in ("train", "test", "curve"):
             truncate_metrics(out, event, start_step)
     write_config(out, run_config)
+    checkpoint = RunCheckpoint(ckpt_path, "vae", checkpoint_meta(cfg, data, feature_dim, source, arch), cfg.to_dict(),
+                               vae, saved_step=start_step if resume else None, optimizer=optimizer)
+    return _Run(cfg, out, vae, optimizer, steps_per_epoch, total_steps, cfg.kl_warmup_epochs * steps_per_epoch,
+                start_step, cfg.checkpoint_every or steps_per_epoch, checkpoint, run_config, test_x,
+                curve_steps(total_steps, cfg.curve_points))
 
-    def save(step: int, complete: bool = False) -> None:
-        nonlocal saved_step
-        model = {k: v.contiguous() for k, v in vae.state_dict().items()}
-        save_checkpoint(ckpt_path, "vae", meta, cfg.to_dict(), model, step, complete,
-                        optimizer=optimizer.state_dict())
-        saved_step = step
 
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(str(out / "tb"), purge_step=start_step if resume else None)
-    bar = tqdm(total=total_steps, initial=start_step, disable=not progress, unit="step", dynamic_ncols=True)
-    vae.train()
-    # Accumulated on the device and read only at log steps: no host-device sync per step.
-    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, reconstruction, KL (per image)
-    finite = torch.ones((), dtype=torch.bool, device=device)
-    window_steps, window_start = 0, time.perf_counter()
-    epoch_perm: tuple[int, torch.Tensor] | None = None
+def _train(cfg: VAEConfig, out: Path, resume: bool, progress: bool, device: torch.device, data: VAEData,
+           backbone, feature_dim: int, source: dict[str, Any], arch: str) -> Path:
+    run = _open_run(cfg, out, resume, device, data, backbone, feature_dim, source, arch)
+    vae, spe = run.vae, run.steps_per_epoch
+    order = EpochOrder(data.train.shape[0], cfg.seed, device, spe, cfg.batch_size)
+    window = Window(3, device, torch.float64)  # loss, reconstruction, KL (per image)
     try:
         # Distribution argument checks are off in the loop: a diverged network then shows
         # up as a non-finite loss at the next log step instead of an exception mid-step.
-        with pyro.validation_enabled(False), warnings.catch_warnings():
+        with events_and_bar(out, run.total_steps, run.start_step, resume, bar=progress) as (writer, bar), \
+                pyro.validation_enabled(False), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Encountered NaN")
-            for step in range(start_step, total_steps):
-                interrupts.check()  # a Ctrl-C swallowed during start-up
-                epoch, i = divmod(step, steps_per_epoch)
-                if epoch_perm is None or epoch_perm[0] != epoch:
-                    g = torch.Generator().manual_seed(step_seed(cfg.seed, epoch, stream=_STREAM_SHUFFLE))
-                    epoch_perm = (epoch, torch.randperm(n, generator=g).to(device))
-                idx = epoch_perm[1][i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            vae.train()
+            for step in steps(run.start_step, run.total_steps):
+                idx = order.rows(step)
                 seed = step_seed(cfg.seed, step)
                 pyro.set_rng_seed(seed % 2**32)  # the guide's reparameterisation noise
                 gen = torch.Generator(device=device).manual_seed(seed) if cfg.binarize == "stochastic" else None
                 x = vae_observations(data.train[idx], cfg.likelihood, cfg.binarize, gen)
-                kl_weight = _kl_weight(step, warmup_steps)
-                loss, rec, kl = _loss(vae, elbo, x, kl_weight)
-                optimizer.zero_grad(set_to_none=True)
+                kl_weight = _kl_weight(step, run.warmup_steps)
+                loss, rec, kl = _loss(vae, cfg.elbo, x, kl_weight)
+                run.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                optimizer.step()
+                run.optimizer.step()
                 b = x.shape[0]
-                sums += torch.stack([loss.detach().double(), rec.double() / b, kl.double() / b])
-                finite &= torch.isfinite(loss.detach())
-                window_steps += 1
+                window.add(torch.stack([loss.detach().double(), rec.double() / b, kl.double() / b]), loss.detach())
                 done = step + 1
-                end_of_epoch = done % steps_per_epoch == 0
-                if done % cfg.log_every == 0 or done % checkpoint_every == 0 or done == total_steps or end_of_epoch:
-                    if not bool(finite):
-                        kept = (f"the last good checkpoint (step {saved_step}) is kept in {ckpt_path.parent}"
-                                if saved_step is not None else "no checkpoint had been written yet")
-                        raise TrainingError(f"The loss became non-finite before step {done}; {kept}.")
-                    loss_m, rec_m, kl_m = (sums / window_steps).tolist()
-                    elapsed = time.perf_counter() - window_start
-                    record = {
-                        "event": "train", "step": done, "epoch": done / steps_per_epoch, "loss": loss_m,
-                        "elbo": rec_m - kl_m, "reconstruction": rec_m, "kl": kl_m, "kl_weight": kl_weight,
-                        "lr": optimizer.param_groups[0]["lr"],
-                        "images_per_s": window_steps * cfg.batch_size / max(elapsed, 1e-9),
-                    }
-                    for key, value in record.items():
-                        if key not in ("event", "step"):
-                            writer.add_scalar(f"train/{key}", value, done)
-                    append_metrics(out, record)
-                    bar.set_postfix(elbo=f"{record['elbo']:.2f}", kl=f"{kl_m:.2f}")
-                    sums.zero_()
-                    window_steps, window_start = 0, time.perf_counter()
-                if end_of_epoch or done == total_steps:  # --steps may end a run mid-epoch
-                    _epoch_end(cfg, vae, writer, out, done, epoch + 1 if end_of_epoch else done / steps_per_epoch,
-                               test_x, shown, done == total_steps)
-                if done in curve_at:
-                    _curve_record(cfg, vae, writer, out, done, curve_at[done], curve_x)
-                if done % checkpoint_every == 0 and done < total_steps:
-                    save(done)
+                end_of_epoch = done % spe == 0
+                if is_log_step(done, run.total_steps, cfg.log_every, run.checkpoint_every) or end_of_epoch:
+                    _log(run, window, done, kl_weight, writer, bar)
+                if end_of_epoch or done == run.total_steps:  # --steps may end a run mid-epoch
+                    _epoch_end(cfg, vae, writer, out, done, done // spe if end_of_epoch else done / spe,
+                               run.test_x, run.test_x[:RECON_IMAGES], done == run.total_steps)
+                if done in run.curve_at:
+                    _curve_record(cfg, vae, writer, out, done, run.curve_at[done], run.test_x[:cfg.curve_images])
+                if done % run.checkpoint_every == 0 and done < run.total_steps:
+                    run.checkpoint.save(done)
                 bar.update(1)
-        save(total_steps, complete=True)
+        run.checkpoint.save(run.total_steps, complete=True)
     except BaseException as exc:
-        run_config["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        write_config(out, run_config)
+        run.run_config["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        write_config(out, run.run_config)
         raise
-    finally:
-        bar.close()
-        writer.close()
-    run_config.update(status="complete", finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    write_config(out, run_config)
+    run.run_config.update(status="complete", finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    write_config(out, run.run_config)
     if cfg.eval_samples > 0:
         evaluate_run(run=out, samples=cfg.eval_samples, seed=cfg.seed, device=str(device))
     return out
 
 
+def _log(run: _Run, window: Window, done: int, kl_weight: float, writer, bar) -> None:
+    if not bool(window.finite):
+        raise run.checkpoint.non_finite(done, "no checkpoint had been written yet")
+    loss_m, rec_m, kl_m = (window.sums / window.steps).tolist()
+    record = {
+        "event": "train", "step": done, "epoch": done / run.steps_per_epoch, "loss": loss_m,
+        "elbo": rec_m - kl_m, "reconstruction": rec_m, "kl": kl_m, "kl_weight": kl_weight,
+        "lr": run.optimizer.param_groups[0]["lr"], "images_per_s": window.images_per_s(run.cfg.batch_size),
+    }
+    for key, value in record.items():
+        if key not in ("event", "step"):
+            writer.add_scalar(f"train/{key}", value, done)
+    append_metrics(run.out, record)
+    bar.set_postfix(elbo=f"{record['elbo']:.2f}", kl=f"{kl_m:.2f}")
+    window.reset()
+
+
 def _epoch_end(cfg: VAEConfig, vae: VAE, writer, out: Path, step: int, epoch: int, test_x: torch.Tensor,
                shown: torch.Tensor, last: bool) -> None:
     if cfg.test_every and (epoch % cfg.test_every == 0 or last):
-        result = _test_elbo(vae, test_x, step_seed(cfg.seed, 0, stream=_STREAM_TEST))
+        result = _test_elbo(vae, test_x, step_seed(cfg.seed, 0, stream=TEST_STREAM))
         for key, value in result.items():
             writer.add_scalar(f"test/{key}", value, step)
         append_metrics(out, {"event": "test", "step": step, "epoch": epoch, **result})
     if cfg.image_every and (epoch % cfg.image_every == 0 or last):
-        samples, recon = _pictures(vae, shown, step_seed(cfg.seed, 0, stream=_STREAM_PICTURES))
-        from nacvae.train.pictures import image_grid
-
+        samples, recon = _pictures(vae, shown, step_seed(cfg.seed, 0, stream=PICTURES_STREAM))
         writer.add_image("images/prior_samples", image_grid(samples), step)
         writer.add_image("images/reconstructions", image_grid(recon), step)
 
 
 def _curve_record(cfg: VAEConfig, vae: VAE, writer, out: Path, step: int, fraction: float,
                   curve_x: torch.Tensor) -> None:
-    point = curve_point(vae, curve_x, cfg.curve_samples, step_seed(cfg.seed, 0, stream=_STREAM_TEST))
+    point = curve_point(vae, curve_x, cfg.curve_samples, step_seed(cfg.seed, 0, stream=TEST_STREAM))
     for key, value in point.items():
         writer.add_scalar(f"curve/{key}", value, step)
     append_metrics(out, {"event": "curve", "step": step, "fraction": fraction, "num_images": curve_x.shape[0],
                          "samples": cfg.curve_samples, **point})
-
-
-# ------------------------------------------------------------------------ evaluation
-
-
-def _vae_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
-    """(checkpoint file, run folder or None) of a VAE run folder or checkpoint."""
-    path = Path(path)
-    if path.is_dir():
-        return run_checkpoint(path, "vae", "VAE"), path
-    if not path.exists():
-        raise CheckpointError(f"No VAE run folder or checkpoint at {path}.")
-    return path, None
-
-
-def load_vae(path: str | Path, device: str | torch.device = "cpu") -> tuple[VAE, dict[str, Any]]:
-    """Rebuild a trained VAE from a VAE run folder or checkpoint; returns ``(vae, meta)``.
-
-    The VAE is in eval mode on ``device``; ``meta`` is the checkpoint's meta plus
-    ``checkpoint``, ``run``, ``step``, ``complete`` and ``config``.
-    """
-    from nacvae.models.backbones import build_backbone
-
-    ckpt_path, run = _vae_checkpoint(path)
-    ckpt = load_checkpoint(ckpt_path, kind="vae")
-    meta = ckpt["meta"]
-    try:
-        c, h, _ = meta["image_shape"]
-        backbone, feature_dim = build_backbone(meta["arch"], c, h)
-        vae = VAE(backbone, feature_dim, meta["image_shape"], latent_dim=meta["latent_dim"],
-                  likelihood=meta["likelihood"], mean=meta["mean"], std=meta["std"],
-                  freeze_encoder=meta.get("freeze_encoder", False), decoder_width=meta.get("decoder_width", 64))
-        vae.load_state_dict(ckpt["model"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{ckpt_path} does not hold a complete description and weights of a VAE.") from exc
-    info = {**meta, "checkpoint": str(ckpt_path), "run": None if run is None else str(run), "step": ckpt["step"],
-            "complete": ckpt["complete"], "config": ckpt["config"]}
-    return vae.to(device).eval(), info
-
-
-def load_vae_with_test_images(run_or_checkpoint, device: torch.device, num_images: int | None = None,
-                              data_dir: str | None = None) -> tuple[VAE, dict[str, Any], torch.Tensor]:
-    """A trained VAE, its meta, and the first ``num_images`` (None: all) images of its
-    dataset's test split, observed as in training (on the CPU)."""
-    from nacvae.data import load_dataset
-
-    if num_images is not None and (isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1):
-        raise ConfigError(f"--num-images must be a positive integer, got {num_images!r}.")
-    vae, meta = load_vae(run_or_checkpoint, device)
-    cfg = VAEConfig.from_dict(meta["config"]) if isinstance(meta.get("config"), dict) else VAEConfig()
-    test = load_dataset(meta["dataset"], "test", data_dir if data_dir is not None else cfg.data_dir,
-                        download=cfg.download, image_size=int(meta["image_shape"][-1]))
-    if list(test.image_shape) != list(meta["image_shape"]):
-        raise ConfigError(f"The {meta['dataset']} test images are {test.image_shape}, but the VAE models "
-                          f"{tuple(meta['image_shape'])} images.")
-    if num_images is not None and num_images > len(test):
-        raise ConfigError(f"--num-images {num_images} is more than the {len(test)} test images.")
-    x = _test_observations(test.images, meta["likelihood"], meta.get("binarize", "threshold"), cfg.seed)
-    return vae, meta, x if num_images is None else x[:num_images]
-
-
-def evaluate_run(run: str | Path | None = None, checkpoint: str | Path | None = None, samples: int = 1000,
-                 batch_size: int = 100, chunk_size: int | None = None, num_images: int | None = None,
-                 seed: int = 0, device: str = "auto", data_dir: str | None = None,
-                 record: bool = True) -> dict[str, Any]:
-    """Importance-weighted test log-likelihood of a trained VAE (``nacvae eval loglik``).
-
-    Give a VAE ``run`` folder or a ``checkpoint``. The first ``num_images`` test images
-    (default all) of the VAE's dataset are evaluated with ``samples`` importance samples
-    each (``evaluate_vae``); randomness is seeded with ``seed``. With a run folder and
-    ``record``, ``{"event": "eval_loglik", ...}`` is appended to its metrics. Returns
-    evaluate_vae's fields plus what identifies the VAE (init, dataset, arch, likelihood,
-    latent_dim, step, ...) and ``seconds``.
-    """
-    from nacvae.eval.loglik import evaluate_vae
-    from nacvae.devices import resolve_device
-
-    if (run is None) == (checkpoint is None):
-        raise ConfigError("Give exactly one of --run and --checkpoint.")
-    for name, value, least in (("samples", samples, 1), ("batch-size", batch_size, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ConfigError(f"--{name} must be an integer of at least {least}, got {value!r}.")
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ConfigError(f"--chunk-size must be a positive integer, got {chunk_size!r}.")
-    dev = resolve_device(device)
-    vae, meta, x = load_vae_with_test_images(run if run is not None else checkpoint, dev, num_images, data_dir)
-    pyro.set_rng_seed(int(seed) % 2**32)
-    started = time.perf_counter()
-    result = evaluate_vae(vae, x.to(dev), num_samples=samples, batch_size=batch_size, chunk_size=chunk_size)
-    result.update({
-        "init": meta.get("init"), "dataset": meta["dataset"], "arch": meta["arch"], "likelihood": meta["likelihood"],
-        "latent_dim": meta["latent_dim"], "step": meta["step"], "complete": meta["complete"],
-        "encoder_objective": meta.get("encoder_objective"), "encoder_checkpoint": meta.get("encoder_checkpoint"),
-        "checkpoint": meta["checkpoint"], "run": meta["run"], "seed": int(seed),
-        "seconds": time.perf_counter() - started,
-    })
-    if record and meta["run"] is not None:
-        plain = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.items()}
-        append_metrics(Path(meta["run"]), {"event": "eval_loglik", "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                           **plain})
-    return result

@@ -8,32 +8,25 @@ the chosen objective under the runs root, or an explicit checkpoint or run folde
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
-
 from nacvae import presets, registry
 from nacvae.checks import check_flags, check_int, check_real, check_seed
 from nacvae.errors import CheckpointError, ConfigError
-from nacvae.models.backbones import ARCHITECTURES
-from nacvae.models.vae import LIKELIHOODS
-from nacvae.train.seeds import step_seed
 from nacvae.runs import CHECKPOINT, default_runs_root, find_latest_run, iter_runs, run_checkpoint
+from nacvae.seeds import RANDOM_BACKBONE_STREAM, step_seed
 
 INITS = ("random",) + registry.names()
-ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
+ELBOS = ("meanfield", "trace")  # TraceMeanField_ELBO (analytic KL), Trace_ELBO
 BINARIZE = ("threshold", "stochastic")
 
-# Seed streams of the VAE stage (nacvae.train.pretrain.step_seed).
-_STREAM_SHUFFLE, _STREAM_RANDOM_BACKBONE, _STREAM_PICTURES, _STREAM_TEST = 1, 3, 4, 5
 
 
 @dataclass
 class VAEConfig:
-    data: str = "digits"
+    data: str = presets.DEFAULT_DATA
     data_dir: str | None = None
     download: bool = True
     image_size: int | None = None      # folders: side images are resized to [the encoder's, else 32]
@@ -72,7 +65,7 @@ class VAEConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def resolve_vae_config(data: str = "digits", **given: Any) -> VAEConfig:
+def resolve_vae_config(data: str = presets.DEFAULT_DATA, **given: Any) -> VAEConfig:
     """A configuration from the dataset's VAE preset, overridden by every value given (not None)."""
     values = presets.preset(presets.VAE, data)
     values.update({k: v for k, v in given.items() if v is not None})
@@ -84,6 +77,10 @@ def resolve_vae_config(data: str = "digits", **given: Any) -> VAEConfig:
 def validate_vae_config(cfg: VAEConfig) -> None:
     if cfg.init not in INITS:
         raise ConfigError(f"Unknown --init '{cfg.init}'; choose one of {', '.join(INITS)}.")
+    # Imported here: the configuration is read by --help, before torch may start.
+    from nacvae.models.backbones import ARCHITECTURES
+    from nacvae.models.vae import LIKELIHOODS
+
     if cfg.arch is not None and cfg.arch not in ARCHITECTURES:
         raise ConfigError(f"Unknown architecture '{cfg.arch}'; choose one of {', '.join(ARCHITECTURES)}.")
     if cfg.likelihood not in LIKELIHOODS:
@@ -209,7 +206,7 @@ def check_encoder_shape(path, encoder_shape, image_shape, data: str) -> None:
 def _random_backbone_seed(seed: int) -> int:
     # The VAE's own heads are initialised from `seed`; the random backbone gets its own
     # stream so that those heads are the same for every init.
-    return step_seed(seed, 0, stream=_STREAM_RANDOM_BACKBONE) % 2**32
+    return step_seed(seed, 0, stream=RANDOM_BACKBONE_STREAM) % 2**32
 
 
 def describe_encoder_choice(cfg: VAEConfig) -> str | None:

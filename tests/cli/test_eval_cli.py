@@ -5,12 +5,13 @@ import json
 import numpy as np
 import pytest
 
+from tests.clitools import assert_clean_failure, nacvae
+
 from nacvae.checkpoint import save_checkpoint
 from nacvae.runs import CHECKPOINT, read_metrics
 from nacvae.train.config import resolve_config
 from nacvae.train.pretrain import pretrain
 from nacvae.transfer import export_backbone
-from tests.clitools import assert_clean_failure, nacvae
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -124,7 +125,7 @@ def test_bad_input_fails_with_one_sentence(run, tmp_path):
     cases = [
         (["linear", "--run", run, "--arch", "resnet18"], "arch 'smallconv'"),
         (["retrieval", "--checkpoint", checkpoint, "--arch", "vgg16_bn"], "arch 'smallconv'"),
-        (["retrieval", "--run", run, "--topk", "0"], "--topk must be a positive integer"),
+        (["retrieval", "--run", run, "--topk", "0"], "--topk must be at least 1"),
         (["retrieval", "--run", run, "--topk", "5000"], "gallery holds only 1627"),
         (["linear", "--init", "random", "--arch", "resnet7"], "Unknown architecture 'resnet7'"),
         (["linear"], "Give --run or --checkpoint"),
@@ -143,8 +144,8 @@ def test_bad_input_fails_with_one_sentence(run, tmp_path):
         (["retrieval", *random, "--data", f"folder:{unlabelled}"], "needs class labels"),
         (["linear", "--run", run, "--data", "cifar10", "--data-dir", tmp_path / "nothing", "--no-download"],
          "CIFAR-10 was not found"),
-        (["linear", "--run", run, "--epochs", "0"], "epochs must be a positive integer"),
-        (["codes", "--run", run, "--batch-size", "0"], "--batch-size must be a positive integer"),
+        (["linear", "--run", run, "--epochs", "0"], "epochs must be at least 1"),
+        (["codes", "--run", run, "--batch-size", "0"], "--batch-size must be at least 1"),
         (["codes", "--run", run, "--image-size", "16"], "--image-size 16 does not match"),
     ]
     for args, fragment in cases:

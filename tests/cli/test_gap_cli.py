@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from nacvae.runs import read_metrics
 from tests.clitools import assert_clean_failure, nacvae
+
+from nacvae.runs import read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -47,10 +48,10 @@ def test_gap_text(vae_run):
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["--samples", "0"], "--samples must be a positive integer"),
-    (["--lr", "-1"], "--lr must be a finite number above 0"),
+    (["--samples", "0"], "--samples must be at least 1"),
+    (["--lr", "-1"], "--lr must be a positive number"),
     (["--num-images", "100000"], "more than the 359 test images"),
-    (["--batch-size", "0"], "--batch-size must be a positive integer"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
 ])
 def test_bad_gap_input(vae_run, args, fragment):
     assert_clean_failure(nacvae("eval", "gap", "--run", vae_run, *args), fragment)

@@ -5,10 +5,11 @@ import math
 
 import pytest
 
+from tests.clitools import assert_clean_failure, nacvae
+
 from nacvae.runs import CHECKPOINT, read_config, read_metrics
 from nacvae.train.config import resolve_config
 from nacvae.train.pretrain import pretrain
-from tests.clitools import assert_clean_failure, nacvae
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -112,7 +113,7 @@ def test_bad_vae_input(runs, tmp_path, case):
 def test_bad_loglik_input(runs, tmp_path):
     root, vae_run = runs
     assert_clean_failure(nacvae("eval", "loglik", "--run", vae_run, "--samples", "0"),
-                         "--samples must be an integer of at least 1, got 0")
+                         "--samples must be at least 1, got 0")
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint")
     assert_clean_failure(nacvae("eval", "loglik", "--checkpoint", corrupt), "not a readable nacvae checkpoint")

@@ -5,14 +5,10 @@ import pytest
 import torch
 
 from nacvae.errors import CheckpointError, ConfigError, DataError
-from nacvae.eval.downstream import (
-    BackboneOnly,
-    encoder_summary,
-    evaluate_codes,
-    evaluate_linear,
-    evaluate_retrieval,
-    resolve_encoder,
-)
+from nacvae.eval.codes_eval import evaluate_codes
+from nacvae.eval.encoders import BackboneOnly, encoder_summary, resolve_encoder
+from nacvae.eval.linear_eval import evaluate_linear
+from nacvae.eval.retrieval_eval import evaluate_retrieval
 from nacvae.runs import CHECKPOINT
 from nacvae.train.config import resolve_config
 from nacvae.train.pretrain import pretrain
@@ -112,7 +108,7 @@ def test_retrieval_split_rules_and_topk(run):
     assert 0.0 <= zero["map"] <= kept["map"] <= 1.0
     other = evaluate_retrieval(encoder, data, seed=5, queries_per_class=5)
     assert other["split_seed"] == 5 and other["num_queries"] == 50 and other["gallery_size"] == 1747
-    with pytest.raises(ConfigError, match="positive integer"):
+    with pytest.raises(ConfigError, match="--topk must be at least 1"):
         evaluate_retrieval(encoder, data, topk=0)
     with pytest.raises(ConfigError, match="gallery holds only 1627"):
         evaluate_retrieval(encoder, data, topk=1628)

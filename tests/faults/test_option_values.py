@@ -3,10 +3,11 @@ made, with the option's name."""
 
 import pytest
 
+from tests.clitools import assert_clean_failure, nacvae
+
 from nacvae.errors import ConfigError
 from nacvae.train.config import resolve_config
 from nacvae.train.vae_config import resolve_vae_config
-from tests.clitools import assert_clean_failure, nacvae
 
 PRETRAIN_BAD = [
     ("--objective simclr --temperature", "0", "--temperature must be a finite number above 0"),
@@ -76,10 +77,10 @@ def test_settings_without_an_option_are_checked_too(values):
 
 
 @pytest.mark.parametrize("args,fragment", [
-    (["retrieval", "--queries-per-class", "0"], "--queries-per-class must be a positive integer"),
-    (["retrieval", "--topk", "-2"], "--topk must be a positive integer"),
-    (["codes", "--batch-size", "0"], "--batch-size must be a positive integer"),
-    (["codes", "--code-dim", "0"], "--code-dim must be a positive integer"),
+    (["retrieval", "--queries-per-class", "0"], "--queries-per-class must be at least 1"),
+    (["retrieval", "--topk", "-2"], "--topk must be at least 1"),
+    (["codes", "--batch-size", "0"], "--batch-size must be at least 1"),
+    (["codes", "--code-dim", "0"], "--code-dim must be at least 1"),
     (["linear", "--lr", "nan"], "must be a positive number"),
 ])
 def test_evaluations_refuse(args, fragment):
@@ -89,5 +90,5 @@ def test_evaluations_refuse(args, fragment):
 def test_loglik_and_reproduce_refuse(tmp_path):
     assert_clean_failure(nacvae("eval", "loglik", "--run", tmp_path, "--samples", "0"), "--samples must be")
     assert_clean_failure(nacvae("reproduce", "--out", tmp_path / "s", "--seeds", "0"), "--seeds must be at least 1")
-    assert_clean_failure(nacvae("reproduce", "--out", tmp_path / "s", "--flip-prob", "0.7"), "--flip-prob must lie")
+    assert_clean_failure(nacvae("reproduce", "--out", tmp_path / "s", "--flip-prob", "0.7"), "--flip-prob must be a number in (0, 0.5)")
     assert not (tmp_path / "s").exists()

@@ -91,7 +91,10 @@ def teacher_run(tmp_path_factory):
 
 @pytest.mark.parametrize("objective", ["insdis", "deepbit", "ssdh", "distillhash"])
 def test_each_baseline_trains_and_every_evaluator_reads_its_run(tmp_path, objective, teacher_run):
-    from nacvae.eval.downstream import evaluate_codes, evaluate_linear, evaluate_retrieval, resolve_encoder
+    from nacvae.eval.codes_eval import evaluate_codes
+    from nacvae.eval.encoders import resolve_encoder
+    from nacvae.eval.linear_eval import evaluate_linear
+    from nacvae.eval.retrieval_eval import evaluate_retrieval
     from nacvae.transfer import export_backbone
 
     teacher = str(teacher_run) if objective in ("ssdh", "distillhash") else None

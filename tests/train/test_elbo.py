@@ -9,8 +9,8 @@ from pyro.poutine.messenger import Messenger
 
 from nacvae.models.backbones import build_backbone
 from nacvae.models.vae import VAE
+from nacvae.models.vae_inputs import vae_observations
 from nacvae.train.elbo import negative_elbo
-from nacvae.train.vae import vae_observations
 
 PYRO_ELBOS = {"meanfield": TraceMeanField_ELBO, "trace": Trace_ELBO}
 

@@ -1,12 +1,16 @@
+"""The methods' losses on a small encoder: what each feeds its objective, and what trains."""
+
+import math
+
 import torch
 import torch.nn.functional as F
 
-from nacvae.models.backbones import build_backbone
-from nacvae.models.heads import PretrainEncoder
-from nacvae.objectives import nac_loss, sample_channel_signs
 from nacvae.methods.moco import MoCo
 from nacvae.methods.nac import NAC, NACMomentum
 from nacvae.methods.simclr import SimCLR
+from nacvae.models.backbones import build_backbone
+from nacvae.models.heads import PretrainEncoder
+from nacvae.objectives import nac_loss, sample_channel_signs
 
 
 def encoder(predictor=True):
@@ -53,11 +57,23 @@ def test_nac_momentum_enqueues_key_codes_first_and_trains_only_through_query():
     assert method.encoder.backbone.features[0].weight.grad is not None
 
 
-def test_simclr_method_runs_and_backpropagates():
-    method = SimCLR(encoder(predictor=False))
-    loss, _ = method.loss(*views(), torch.Generator())
+def test_simclr_method_is_nt_xent_of_both_views_and_backpropagates():
+    method = SimCLR(encoder(predictor=False), temperature=0.3)
+    x1, x2 = views()
+    loss, a1 = method.loss(x1, x2, torch.Generator())
+    # NT-Xent written out, in float64: each of the 2B views against its partner, among all others.
+    with torch.no_grad():
+        _, a, _ = method.encoder(torch.cat([x1, x2]))
+    z = torch.nn.functional.normalize(a.double(), dim=1)
+    n, b = len(z), len(z) // 2
+    expected = 0.0
+    for i in range(n):
+        logits = [float(z[i] @ z[k]) / 0.3 for k in range(n) if k != i]
+        partner = float(z[i] @ z[(i + b) % n]) / 0.3
+        expected -= partner - math.log(sum(math.exp(v) for v in logits))
+    assert math.isclose(loss.item(), expected / n, rel_tol=1e-5)
+    torch.testing.assert_close(a1.detach(), a[:b])
     loss.backward()
-    assert torch.isfinite(loss)
     assert method.encoder.backbone.features[0].weight.grad is not None
 
 

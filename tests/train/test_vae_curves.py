@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from nacvae.eval.loglik import importance_log_likelihood
+from nacvae.eval.vae_runs import load_vae
+from nacvae.models.vae_inputs import observed_test_images
 from nacvae.runs import read_metrics
-from nacvae.train.vae import _test_observations, load_vae, resolve_vae_config, train_vae
+from nacvae.train.vae import resolve_vae_config, train_vae
 from nacvae.train.vae_curves import curve_point, curve_steps
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -51,7 +53,7 @@ def test_last_point_is_the_final_model_on_the_first_test_images(curve_run):
     from nacvae.data import load_dataset
 
     test = load_dataset("digits", "test")
-    x = _test_observations(test.images, "logistic", "threshold", 0)[:50]
+    x = observed_test_images(test.images, "logistic", "threshold", 0)[:50]
     last = [r for r in read_metrics(curve_run) if r["event"] == "curve"][-1]
     again = curve_point(vae, x, 20, seed=123)
     # The one-sample ELBO and K = 20 estimates from other draws agree within their noise ...

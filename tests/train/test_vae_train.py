@@ -11,15 +11,15 @@ import sys
 import pytest
 import torch
 
+from tests.interrupt import kill_mid_run
+
 from nacvae.checkpoint import backbone_state_dict, load_checkpoint
 from nacvae.errors import CheckpointError, ConfigError, TrainingError
+from nacvae.eval.vae_runs import evaluate_run, load_vae
 from nacvae.runs import CHECKPOINT, read_config, read_metrics
 from nacvae.train.config import resolve_config
-from tests.interrupt import kill_mid_run
 from nacvae.train.pretrain import pretrain
-from nacvae.train.vae import (
-    build_vae, evaluate_run, load_vae, resolve_encoder_init, resolve_vae_config, train_vae,
-)
+from nacvae.train.vae import build_vae, resolve_encoder_init, resolve_vae_config, train_vae
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -16,26 +16,17 @@ from pathlib import Path
 
 # The source modules, and their constants and folder listing: the rest of nacvae
 # imports those from here, whichever module defines them.
+from nacvae.checks import check_int
 from nacvae.data.sources import cifar10, digits, fashion_mnist, folder
 from nacvae.data.sources.digits import DIGITS_TEST_FRACTION
 from nacvae.data.sources.fashion_mnist import FASHION_MNIST_CLASSES, SYSTEM_FASHION_MNIST_DIR
 from nacvae.data.sources.folder import (
-    DEFAULT_FOLDER_SIZE,
-    FOLDER_PREFIX,
-    FOLDER_TEST_FRACTION,
-    IMAGE_EXTENSIONS,
-    FolderListing,
-    folder_decoded_bytes,
-    list_folder,
+    DEFAULT_FOLDER_SIZE, FOLDER_PREFIX, FOLDER_TEST_FRACTION, IMAGE_EXTENSIONS, FolderListing, folder_decoded_bytes,
+    list_folder
 )
-from nacvae.data.sources.imagedata import (
-    DOWNLOAD_TIMEOUT_S,
-    SPLIT_SEED,
-    ImageData,
-    compute_stats,
-    resize_uint8,
-)
+from nacvae.data.sources.imagedata import DOWNLOAD_TIMEOUT_S, SPLIT_SEED, ImageData, compute_stats, resize_uint8
 from nacvae.errors import ConfigError
+from nacvae.presets import WEBDATASET_PREFIX
 
 __all__ = [
     "DATASET_NAMES",
@@ -80,10 +71,7 @@ def load_dataset(
     """
     if split not in SPLITS:
         raise ConfigError(f"Unknown split {split!r}; use 'train' or 'test'.")
-    if image_size is not None and (
-        isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1
-    ):
-        raise ConfigError(f"The image size must be a positive integer, not {image_size!r}.")
+    check_int("image-size", image_size, optional=True)
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
 
     if name.startswith(FOLDER_PREFIX):
@@ -131,7 +119,7 @@ _STREAMED_NAMES = ("imagenet", "flickr25k")
 
 def _unknown_name_message(name: str) -> str:
     known = ", ".join(DATASET_NAMES)
-    if name.lower() in _STREAMED_NAMES or name.startswith("webdataset:"):
+    if name.lower() in _STREAMED_NAMES or name.startswith(WEBDATASET_PREFIX):
         return (f"The dataset {name} is read batch by batch and this command needs one held in memory; "
                 f"choose one of {known} or folder:PATH.")
     return f"Unknown dataset {name!r}; choose one of {known} or folder:PATH."

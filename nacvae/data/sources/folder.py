@@ -18,6 +18,7 @@ import torch
 
 from nacvae.data.sources.imagedata import SPLIT_SEED, ImageData, stratified_holdout
 from nacvae.errors import DataError
+from nacvae.presets import FOLDER_PREFIX
 
 __all__ = [
     "DEFAULT_FOLDER_SIZE",
@@ -31,7 +32,6 @@ __all__ = [
     "read_images",
 ]
 
-FOLDER_PREFIX = "folder:"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 DEFAULT_FOLDER_SIZE = 32
 FOLDER_TEST_FRACTION = 0.1

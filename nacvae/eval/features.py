@@ -1,0 +1,109 @@
+"""The evaluation data and the frozen encoder's outputs on it, shared by every evaluator.
+
+Every downstream evaluation (``linear_eval``, ``retrieval_eval``, ``codes_eval``) opens a
+split of a dataset with ``open_split``, normalises it with the dataset's channel
+statistics (``normalization_stats``: the eval transform, as in pretraining), and computes
+features or codes with the encoder frozen in eval mode (batch-norm statistics included),
+batched and under ``torch.no_grad``: in memory with ``image_codes``, or decoded batch by
+batch by worker processes with ``streamed_outputs``. The ``check_*`` helpers turn a bad
+option or an encoder that does not fit the data into a ``ConfigError`` or
+``CheckpointError`` before any work is done.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nacvae.checks import check_int
+from nacvae.data.augment import normalize
+from nacvae.data.catalog import dataset_stats, open_dataset
+from nacvae.data.sources import FOLDER_PREFIX, ImageData
+from nacvae.data.stream import StreamedImages, default_workers, eval_batches
+from nacvae.errors import CheckpointError, ConfigError
+from nacvae.progress import bar
+
+__all__ = [
+    "as_device",
+    "check_batch_size",
+    "check_channels",
+    "image_codes",
+    "normalization_stats",
+    "open_split",
+    "require_projector",
+    "resolve_workers",
+    "streamed_outputs",
+]
+
+
+def check_batch_size(batch_size) -> int:
+    check_int("batch-size", batch_size)
+    return batch_size
+
+
+def _input_channels(module: nn.Module) -> int | None:
+    first = next((m for m in module.modules() if isinstance(m, nn.Conv2d)), None)
+    return None if first is None else first.in_channels
+
+
+def check_channels(encoder: nn.Module, have: int, name: str) -> None:
+    want = _input_channels(encoder)
+    if want is not None and want != have:
+        raise ConfigError(
+            f"The encoder takes {want}-channel images but {name} has {have}-channel images; "
+            "evaluate it on data like the data it was trained on."
+        )
+
+
+def open_split(name: str, split: str, data_dir, image_size, download) -> ImageData | StreamedImages:
+    return open_dataset(name, split, data_dir, download=download, image_size=image_size)
+
+
+def normalization_stats(name: str, data_dir, image_size, download, train=None, workers: int | None = None):
+    """The dataset's channel statistics; a folder's are computed from its train split, as in pretraining."""
+    if name.startswith(FOLDER_PREFIX) and train is None:
+        train = open_split(name, "train", data_dir, image_size, download)
+    return dataset_stats(name, train, workers=resolve_workers(workers))
+
+
+def resolve_workers(workers: int | None) -> int:
+    if workers is None:
+        return default_workers()
+    check_int("workers", workers, 0)
+    return workers
+
+
+@torch.no_grad()
+def streamed_outputs(fn, data: StreamedImages, mean, std, batch_size: int, device, workers: int,
+                     indices=None, desc: str = "codes") -> torch.Tensor:
+    """``fn`` (codes or features) of the evaluation images of ``data`` (all, or ``indices``),
+    decoded batch by batch; the result is on the CPU."""
+    n = len(data) if indices is None else len(indices)
+    parts = []
+    batches = eval_batches(data, batch_size, workers, device, indices)
+    for batch in bar(batches, total=-(-n // batch_size), desc=desc, unit="batch"):
+        parts.append(fn(normalize(batch, mean, std)).cpu())
+    return torch.cat(parts)
+
+
+@torch.no_grad()
+def image_codes(encoder: nn.Module, images: torch.Tensor, mean, std, batch_size: int, device) -> torch.Tensor:
+    """Codes sgn(a) [N, D] (bool, on the CPU) of uint8 images, the encoder in eval mode."""
+    encoder.eval()
+    parts = []
+    for s in bar(range(0, len(images), batch_size), desc="codes", unit="batch"):
+        x = normalize(images[s : s + batch_size], mean, std).to(device)
+        parts.append(encoder.codes(x).cpu())
+    return torch.cat(parts)
+
+
+def require_projector(encoder: nn.Module, what: str) -> None:
+    if getattr(encoder, "projector", None) is None:
+        raise CheckpointError(
+            f"{what} needs the codes sgn(a) of a projection head, and this encoder has none "
+            "(a plain backbone state dict); use the pretraining run or its checkpoint."
+        )
+
+
+def as_device(device) -> torch.device:
+    return torch.device(device) if not isinstance(device, torch.device) else device

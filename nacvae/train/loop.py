@@ -1,0 +1,110 @@
+"""What the pretraining and VAE loops share: the seeded epoch order, values summed on the
+device between log steps, the checkpoint of the run and its non-finite guard, and the
+TensorBoard writer and progress bar. Each loop states only its step and its records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from nacvae import interrupts
+from nacvae.checkpoint import save_checkpoint
+from nacvae.errors import TrainingError
+from nacvae.seeds import SHUFFLE_STREAM, step_seed
+
+
+class EpochOrder:
+    """Each epoch's permutation of the ``n`` training rows, seeded by (seed, epoch): the same
+    in every process and in a resumed run."""
+
+    def __init__(self, n: int, seed: int, device: torch.device, steps_per_epoch: int, batch_size: int) -> None:
+        self.n, self.seed, self.device = n, seed, device
+        self.steps_per_epoch, self.batch_size = steps_per_epoch, batch_size
+        self._epoch: int | None = None
+        self._perm: torch.Tensor | None = None
+
+    def rows(self, step: int, offset: int = 0, size: int | None = None) -> torch.Tensor:
+        """The rows of ``step``'s batch from ``offset`` on (a process's share under torchrun)."""
+        epoch, i = divmod(step, self.steps_per_epoch)
+        if self._epoch != epoch:
+            g = torch.Generator().manual_seed(step_seed(self.seed, epoch, stream=SHUFFLE_STREAM))
+            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g).to(self.device)
+        first = i * self.batch_size + offset
+        return self._perm[first:first + (self.batch_size if size is None else size)]
+
+
+class Window:
+    """Per-step values summed on the device and read only at log steps, so that a step costs
+    no host-device synchronisation; also whether every loss of the window was finite."""
+
+    def __init__(self, width: int, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
+        self.sums = torch.zeros(width, dtype=dtype, device=device)
+        self.finite = torch.ones((), dtype=torch.bool, device=device)
+        self.steps, self.started = 0, time.perf_counter()
+
+    def add(self, values: torch.Tensor, loss: torch.Tensor) -> None:
+        self.sums += values
+        self.finite &= torch.isfinite(loss)
+        self.steps += 1
+
+    def images_per_s(self, batch_size: int) -> float:
+        return self.steps * batch_size / max(time.perf_counter() - self.started, 1e-9)
+
+    def reset(self) -> None:
+        self.sums.zero_()
+        self.steps, self.started = 0, time.perf_counter()
+
+
+class RunCheckpoint:
+    """The run's ``checkpoints/last.pt``: saves the training state and knows the last step saved,
+    which the non-finite guard names."""
+
+    def __init__(self, path: Path, kind: str, meta: dict[str, Any], config: dict[str, Any], model: torch.nn.Module,
+                 saved_step: int | None = None, **state: Any) -> None:
+        self.path, self.kind, self.meta, self.config, self.model = path, kind, meta, config, model
+        self.state = state  # optimiser, scheduler: objects with a state dict
+        self.saved_step = saved_step
+
+    def save(self, step: int, complete: bool = False) -> None:
+        model = {k: v.contiguous() for k, v in self.model.state_dict().items()}
+        extra = {name: obj.state_dict() for name, obj in self.state.items()}
+        save_checkpoint(self.path, self.kind, self.meta, self.config, model, step, complete, **extra)
+        self.saved_step = step
+
+    def non_finite(self, done: int, nothing_kept: str) -> TrainingError:
+        kept = (f"the last good checkpoint (step {self.saved_step}) is kept in {self.path.parent}"
+                if self.saved_step is not None else nothing_kept)
+        return TrainingError(f"The loss became non-finite before step {done}; {kept}.")
+
+
+def steps(start: int, total: int) -> Iterator[int]:
+    """The steps still to run; each first delivers a Ctrl-C swallowed during start-up."""
+    for step in range(start, total):
+        interrupts.check()
+        yield step
+
+
+def is_log_step(done: int, total: int, log_every: int, checkpoint_every: int) -> bool:
+    return done % log_every == 0 or done % checkpoint_every == 0 or done == total
+
+
+@contextlib.contextmanager
+def events_and_bar(out: Path, total: int, start: int, resume: bool, writer: bool = True,
+                   bar: bool = True) -> Iterator[tuple[SummaryWriter | None, tqdm]]:
+    """The run's TensorBoard writer (None when ``writer`` is off: not rank 0) and a progress bar,
+    both closed however the loop ends; a resumed run's events after ``start`` are purged."""
+    events = SummaryWriter(str(out / "tb"), purge_step=start if resume else None) if writer else None
+    progress = tqdm(total=total, initial=start, disable=not bar, unit="step", dynamic_ncols=True)
+    try:
+        yield events, progress
+    finally:
+        progress.close()
+        if events is not None:
+            events.close()

@@ -1,9 +1,0 @@
-"""Seeds of the random streams of both training stages."""
-
-from __future__ import annotations
-
-
-def step_seed(seed: int, step: int, stream: int = 0, rank: int = 0) -> int:
-    """A distinct 63-bit seed per (run seed, step, stream, process rank), stable across runs."""
-    mixed = seed * 0x9E3779B97F4A7C15 + step * 0xBF58476D1CE4E5B9 + stream * 0x94D049BB133111EB
-    return (mixed + rank * 0xD6E8FEB86659FD93) % (2**63 - 1)
