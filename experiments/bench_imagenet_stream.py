@@ -128,9 +128,8 @@ def main(argv=None) -> None:
 
     from nacvae.data import AugmentConfig
     from nacvae.train.config import resolve_config
-    from nacvae.train.methods import prepare_method
+    from nacvae.train.methods import build_method, prepare_method
     from nacvae.train.optim import build_optimizer
-    from nacvae.train.methods import build_method
     from nacvae.train.pretrain import train_step
 
     cfg = AugmentConfig(size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_scale=(1.0, 1.0),

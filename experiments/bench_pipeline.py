@@ -69,12 +69,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from nacvae.data import default_augment, two_views  # noqa: E402
-from nacvae.train.config import PretrainConfig  # noqa: E402
-from nacvae.train.methods import prepare_method  # noqa: E402
+from nacvae.seeds import step_seed  # noqa: E402
+from nacvae.train.config import resolve_config  # noqa: E402
+from nacvae.train.methods import build_method, prepare_method  # noqa: E402
 from nacvae.train.optim import build_optimizer  # noqa: E402
 from nacvae.train.precision import resolve_amp  # noqa: E402
-from nacvae.train.methods import build_method  # noqa: E402
-from nacvae.seeds import step_seed  # noqa: E402
 from nacvae.train.pretrain import train_step  # noqa: E402
 
 # dataset -> (image shape, mean, std); the statistics only set the normalisation constants.
@@ -129,8 +128,8 @@ class Bench:
         self.images_cpu = torch.randint(0, 256, (args.images, *shape), dtype=torch.uint8, generator=g)
         self.images = self.images_cpu.to(device)  # nacvae: held on the device once
         self.augment = default_augment(args.data, shape, mean, std)
-        cfg = PretrainConfig(data=args.data, arch=args.arch, code_dim=args.code_dim, objective="nac",
-                             batch_size=args.batch_size, seed=args.seed)
+        cfg = resolve_config(args.data, arch=args.arch, code_dim=args.code_dim, batch_size=args.batch_size,
+                             seed=args.seed)
         self.method = build_method(cfg, shape).to(device)
         params = [p for p in self.method.parameters() if p.requires_grad]
         self.optimizer = build_optimizer("lars", params, lr=0.1, weight_decay=1e-6)

@@ -1,8 +1,8 @@
 """The method registry: what each pretraining method is, read without running it.
 
 A method is one module of ``nacvae/methods/`` that assigns ``SPEC = MethodSpec(...)``: its
-name, its own options with their defaults and checks, whether it
-can read a streamed dataset, whether its encoder has a prediction head, and its recipe (the
+name, its own options with their defaults and checks, whether it can read a streamed dataset,
+its projection head and whether its encoder has a prediction head, and its recipe (the
 training settings it sets over the dataset's preset). The command line, the configuration,
 ``vae --init``, the studies and the docs all read this registry, so a method is named once.
 
@@ -75,6 +75,7 @@ class MethodSpec:
     options: tuple[Option, ...] = ()
     streams: bool = True                         # needs nothing of the dataset but its batches
     predictor: bool = False                      # the encoder has NAC's prediction head
+    head: str = "mlp"                            # projection head: mlp (sqrt(D)-scaled, two layers) or linear
     recipe: dict[str, Any] = field(default_factory=dict)  # training settings over the preset
     reference: str = ""                          # the paper
     order: int = 100                             # place in lists (the paper's order)
@@ -149,6 +150,8 @@ def _check_spec(spec: MethodSpec, path: Path) -> None:
     problem = None
     if not set(spec.recipe) <= set(RECIPE_KEYS):
         problem = f"its recipe may set only {', '.join(RECIPE_KEYS)}"
+    elif spec.head not in ("mlp", "linear"):
+        problem = "its head must be mlp or linear"
     elif spec.group not in ("main", "baseline"):
         problem = "its group must be main or baseline"
     elif len(set(spec.option_names)) != len(spec.options):

@@ -41,9 +41,10 @@ def load_encoder(path: str | Path, arch: str | None = None,
     channels, size = meta["image_shape"][0], meta["image_shape"][1]
     backbone, feature_dim = build_backbone(meta["arch"], channels, size, stem=stem_for(meta.get("dataset")))
     prefix = "encoder."
-    # The checkpoint says whether the encoder had a prediction head (NAC's): its weights are there.
+    # The weights say which heads the encoder had: a prediction head (NAC's), a linear projection.
     predictor = any(k.startswith(prefix + "predictor.") for k in ckpt["model"])
-    encoder = PretrainEncoder(backbone, feature_dim, meta["code_dim"], predictor=predictor)
+    head = "linear" if prefix + "projector.weight" in ckpt["model"] else "mlp"
+    encoder = PretrainEncoder(backbone, feature_dim, meta["code_dim"], predictor=predictor, head=head)
     state = {k[len(prefix):]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
     try:
         encoder.load_state_dict(state)

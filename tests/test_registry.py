@@ -148,3 +148,22 @@ def test_every_method_is_described_in_the_method_docs():
     text = (Path(__file__).resolve().parents[1] / "docs" / "method.md").read_text()
     listed = [line.split("|")[1].strip(" `") for line in text.splitlines() if line.startswith("| `") and not line.startswith("| `--")]
     assert listed == list(registry.names())  # the methods table, in the registry's order
+
+
+def test_a_method_with_a_linear_hash_layer_trains_and_loads_back(user_methods, tmp_path, monkeypatch, one_thread):
+    """A spec's head reaches the encoder, and a run's checkpoint rebuilds it (transfer, eval)."""
+    import dataclasses
+
+    from torch import nn
+
+    from nacvae.runs import CHECKPOINT
+    from nacvae.train.pretrain import pretrain
+    from nacvae.transfer import load_encoder
+
+    linear = dataclasses.replace(registry.spec("barlow"), head="linear")
+    monkeypatch.setitem(registry._specs(), "barlow", (linear, registry.source("barlow")))
+    cfg = resolve_config("digits", objective="barlow", steps=2, warmup_steps=1, batch_size=64, code_dim=8, device="cpu")
+    run = pretrain(cfg, tmp_path / "run", progress=False)
+    encoder, meta = load_encoder(run / CHECKPOINT)
+    assert isinstance(encoder.projector, nn.Linear) and encoder.projector.out_features == 8
+    assert encoder.predictor is None and meta["objective"] == "barlow"

@@ -4,10 +4,9 @@ quantised, balanced and rotation-invariant (docs/method.md, "Baselines")."""
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from nacvae.errors import ConfigError
 from nacvae.methods.base import Method
+from nacvae.methods.teacher import adopt_backbone
 from nacvae.models.heads import PretrainEncoder
 from nacvae.objectives import deepbit_loss, rotate_images
 from nacvae.registry import MethodSpec, Option
@@ -56,16 +55,7 @@ class DeepBit(Method):
         return deepbit_loss(p, p_rot, self.rotation_weights, alpha, beta, gamma), a
 
 
-def adopt_backbone(backbone: nn.Module, teacher: nn.Module) -> None:
-    """Copy the teacher's weights into ``backbone``; they must be a backbone of its kind."""
-    mine, theirs = backbone.state_dict(), teacher.state_dict()
-    if set(mine) != set(theirs) or any(mine[k].shape != theirs[k].shape for k in mine):
-        raise ConfigError("--objective deepbit trains its hash layer on the --teacher's frozen backbone, so the "
-                          "teacher must be a backbone of the run's --arch, and this one is not.")
-    backbone.load_state_dict(theirs)
-
-
 def build(encoder: PretrainEncoder, options: dict, *, seed: int, teacher=None) -> Method:
     if teacher is not None:
-        adopt_backbone(encoder.backbone, teacher)
+        adopt_backbone(encoder.backbone, teacher, "deepbit trains its hash layer on the --teacher's frozen backbone")
     return DeepBit(encoder, frozen_backbone=teacher is not None)

@@ -133,3 +133,13 @@ def teacher_features(backbone: nn.Module, images: torch.Tensor, mean, std, batch
     parts = [backbone(normalize(images[s:s + batch_size], mean, std)).float()
              for s in range(0, len(images), batch_size)]
     return torch.cat(parts)
+
+
+def adopt_backbone(backbone: nn.Module, teacher: nn.Module, why: str) -> None:
+    """Copy the teacher's weights into ``backbone`` (a method that starts from its teacher);
+    they must be a backbone of its kind. ``why`` completes "--objective ..." in the error."""
+    mine, theirs = backbone.state_dict(), teacher.state_dict()
+    if set(mine) != set(theirs) or any(mine[k].shape != theirs[k].shape for k in mine):
+        raise ConfigError(f"--objective {why}, so the teacher must be a backbone of the run's --arch, "
+                          f"and this one is not.")
+    backbone.load_state_dict(theirs)

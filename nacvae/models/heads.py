@@ -22,20 +22,28 @@ class ScaledMLP(nn.Module):
         return self.net(h) * self.scale
 
 
+# Projection heads a method may ask for (its SPEC's ``head``): NAC's sqrt(D)-scaled two-layer
+# MLP, or one linear layer F -> D, the hash layer of the hashing papers.
+HEADS = ("mlp", "linear")
+
+
 class PretrainEncoder(nn.Module):
     """Backbone f with projection head g (code pre-activations a) and prediction head r.
 
-    ``forward`` returns ``(h, a, l)``: features, scaled pre-activations a = g(h)/sqrt(D) and
-    scaled prediction logits l = r(h)/sqrt(D). Objectives that need no prediction head
-    (SimCLR, MoCo-v2) construct the encoder with ``predictor=False``.
+    ``forward`` returns ``(h, a, l)``: features, pre-activations a = g(h) (g(h)/sqrt(D) for
+    the MLP head) and scaled prediction logits l = r(h)/sqrt(D). Objectives that need no
+    prediction head (SimCLR, MoCo-v2) construct the encoder with ``predictor=False``.
     """
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, code_dim: int, predictor: bool = True) -> None:
+    def __init__(self, backbone: nn.Module, feature_dim: int, code_dim: int, predictor: bool = True,
+                 head: str = "mlp") -> None:
         super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
         self.backbone = backbone
         self.feature_dim = feature_dim
         self.code_dim = code_dim
-        self.projector = ScaledMLP(feature_dim, code_dim)
+        self.projector = ScaledMLP(feature_dim, code_dim) if head == "mlp" else nn.Linear(feature_dim, code_dim)
         self.predictor = ScaledMLP(feature_dim, code_dim) if predictor else None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:

@@ -30,7 +30,8 @@ COLUMNS = [
 ]
 
 
-def _summary(values: list[float]) -> dict[str, float]:
+def summary(values: list[float]) -> dict[str, float]:
+    """Mean, sample standard deviation (0 for one value) and count over seeds."""
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return {"mean": mean, "std": std, "n": len(values)}
@@ -66,7 +67,7 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
             for key, *_ in COLUMNS:
                 values = [r[key] for r in mine if r.get(key) is not None]
                 if values:
-                    table[init][key] = _summary(values)
+                    table[init][key] = summary(values)
     return {"table": table, "rows": rows}
 
 

@@ -9,7 +9,6 @@ and numpy are imported only when the figure is drawn.
 from __future__ import annotations
 
 import json
-import statistics
 import textwrap
 from pathlib import Path
 from typing import Any, Callable
@@ -17,7 +16,7 @@ from typing import Any, Callable
 from nacvae.files import write_json, write_text
 from nacvae.studies.folders import study_seconds
 from nacvae.studies.presets import INITS, MODES
-from nacvae.studies.report import colour
+from nacvae.studies.report import colour, summary
 
 # Columns of the table: (key in a row, header, format)
 COLUMNS = [
@@ -62,11 +61,6 @@ def _with_steps_to_random(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _summary(values: list[float]) -> dict[str, float]:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "n": len(values)}
-
-
 def aggregate_vae(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean, sd and count per (mode, init, column) over seeds; ``reached`` counts the seeds
     whose curve reached the random init's final ELBO."""
@@ -82,13 +76,13 @@ def aggregate_vae(rows: list[dict[str, Any]]) -> dict[str, Any]:
             for key, *_ in COLUMNS:
                 values = [r[key] for r in mine if r.get(key) is not None]
                 if values:
-                    cell[key] = _summary(values)
+                    cell[key] = summary(values)
             table.setdefault(mode, {})[init] = cell
     return {"table": table, "rows": rows}
 
 
 def summary_text(summary: dict[str, float] | None, fmt: Callable[[float], str]) -> str:
-    """"mean ± sd" of a ``_summary`` (the mean alone for one seed, "–" for none)."""
+    """"mean ± sd" of a ``summary`` (the mean alone for one seed, "–" for none)."""
     if summary is None:
         return "–"
     return fmt(summary["mean"]) + (f" ± {fmt(summary['std'])}" if summary["n"] > 1 else "")

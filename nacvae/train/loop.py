@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -18,6 +19,22 @@ from nacvae import interrupts
 from nacvae.checkpoint import save_checkpoint
 from nacvae.errors import TrainingError
 from nacvae.seeds import SHUFFLE_STREAM, step_seed
+
+
+@dataclass
+class RunState:
+    """What both kinds of run have once opened: the folder, optimiser, schedule in steps, the
+    checkpoint and the run's config.json record (which the loop updates with its status)."""
+
+    out: Path
+    optimizer: torch.optim.Optimizer
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    start_step: int
+    checkpoint_every: int
+    checkpoint: "RunCheckpoint"
+    run_config: dict[str, Any]
 
 
 class EpochOrder:

@@ -22,7 +22,7 @@ from nacvae.train.config import PretrainConfig
 
 def build_encoder(cfg: PretrainConfig, image_shape: tuple[int, int, int]) -> PretrainEncoder:
     backbone, feature_dim = build_backbone(cfg.arch, image_shape[0], image_shape[1], stem=stem_for(cfg.data))
-    return PretrainEncoder(backbone, feature_dim, cfg.code_dim, predictor=cfg.spec.predictor)
+    return PretrainEncoder(backbone, feature_dim, cfg.code_dim, predictor=cfg.spec.predictor, head=cfg.spec.head)
 
 
 def build_method(cfg: PretrainConfig, image_shape: tuple[int, int, int]) -> Method:

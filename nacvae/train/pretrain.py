@@ -39,7 +39,7 @@ from nacvae.runs import (
 )
 from nacvae.seeds import step_seed
 from nacvae.train.config import PretrainConfig, check_world_size, saved_config, schedule_steps, validate_config
-from nacvae.train.loop import EpochOrder, RunCheckpoint, Window, events_and_bar, is_log_step, steps
+from nacvae.train.loop import EpochOrder, RunCheckpoint, RunState, Window, events_and_bar, is_log_step, steps
 from nacvae.train.methods import build_method, prepare_method
 from nacvae.train.optim import build_optimizer, build_scheduler
 from nacvae.train.pictures import view_pairs
@@ -143,24 +143,15 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, progres
             return _train(cfg, out, resume, progress, device, per_rank)
 
 
-@dataclass
-class _Run:
-    """A pretraining run ready to step: its data and method, optimiser and schedule, checkpoint
-    and the record of its status."""
+@dataclass(kw_only=True)
+class _Run(RunState):
+    """A pretraining run ready to step: besides what every run has, its data and method, the
+    learning-rate schedule and NAC's collapse telemetry."""
 
     cfg: PretrainConfig
-    out: Path
     data: PretrainData
     method: Method
-    optimizer: torch.optim.Optimizer
     scheduler: Any
-    steps_per_epoch: int
-    total_steps: int
-    warmup_steps: int
-    start_step: int
-    checkpoint_every: int
-    checkpoint: RunCheckpoint
-    run_config: dict[str, Any]
     monitor: CollapseMonitor | None
     log_negatives: float | None
 
@@ -219,8 +210,9 @@ def _open_run(cfg: PretrainConfig, out: Path, resume: bool, device: torch.device
     distributed.agree(open_run)
     checkpoint = RunCheckpoint(ckpt_path, "pretrain", meta, cfg.to_dict(), method,
                                saved_step=start_step if resume else None, optimizer=optimizer, scheduler=scheduler)
-    return _Run(cfg, out, data, method, optimizer, scheduler, steps_per_epoch, total_steps, warmup_steps, start_step,
-                cfg.checkpoint_every or steps_per_epoch, checkpoint, run_config, monitor, log_negatives)
+    return _Run(out, optimizer, steps_per_epoch, total_steps, warmup_steps, start_step,
+                cfg.checkpoint_every or steps_per_epoch, checkpoint, run_config,
+                cfg=cfg, data=data, method=method, scheduler=scheduler, monitor=monitor, log_negatives=log_negatives)
 
 
 def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device: torch.device, per_rank: int) -> Path:

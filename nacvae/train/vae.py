@@ -41,7 +41,7 @@ from nacvae.runs import (
 )
 from nacvae.seeds import PICTURES_STREAM, TEST_STREAM, step_seed
 from nacvae.train.elbo import negative_elbo
-from nacvae.train.loop import EpochOrder, RunCheckpoint, Window, events_and_bar, is_log_step, steps
+from nacvae.train.loop import EpochOrder, RunCheckpoint, RunState, Window, events_and_bar, is_log_step, steps
 from nacvae.train.pictures import image_grid
 from nacvae.train.vae_config import (
     INITS, VAEConfig, check_encoder_shape, resolve_encoder_init, resolve_vae_config, saved_vae_config,
@@ -202,22 +202,13 @@ def _prepare(cfg: VAEConfig, out: Path, resume: bool, progress: bool) -> Path:
         return _train(cfg, out, resume, progress, device, data, backbone, feature_dim, source, arch)
 
 
-@dataclass
-class _Run:
-    """A VAE run ready to step: the model, its optimiser, schedule and checkpoint, the test
-    images its records use, and the record of its status."""
+@dataclass(kw_only=True)
+class _Run(RunState):
+    """A VAE run ready to step: besides what every run has (its KL warm-up as ``warmup_steps``),
+    the model, the test images its records use and the steps of its convergence curve."""
 
     cfg: VAEConfig
-    out: Path
     vae: VAE
-    optimizer: torch.optim.Optimizer
-    steps_per_epoch: int
-    total_steps: int
-    warmup_steps: int
-    start_step: int
-    checkpoint_every: int
-    checkpoint: RunCheckpoint
-    run_config: dict[str, Any]
     test_x: torch.Tensor
     curve_at: dict[int, float]
 
@@ -254,9 +245,9 @@ def _open_run(cfg: VAEConfig, out: Path, resume: bool, device: torch.device, dat
     write_config(out, run_config)
     checkpoint = RunCheckpoint(ckpt_path, "vae", checkpoint_meta(cfg, data, feature_dim, source, arch), cfg.to_dict(),
                                vae, saved_step=start_step if resume else None, optimizer=optimizer)
-    return _Run(cfg, out, vae, optimizer, steps_per_epoch, total_steps, cfg.kl_warmup_epochs * steps_per_epoch,
-                start_step, cfg.checkpoint_every or steps_per_epoch, checkpoint, run_config, test_x,
-                curve_steps(total_steps, cfg.curve_points))
+    return _Run(out, optimizer, steps_per_epoch, total_steps, cfg.kl_warmup_epochs * steps_per_epoch, start_step,
+                cfg.checkpoint_every or steps_per_epoch, checkpoint, run_config,
+                cfg=cfg, vae=vae, test_x=test_x, curve_at=curve_steps(total_steps, cfg.curve_points))
 
 
 def _train(cfg: VAEConfig, out: Path, resume: bool, progress: bool, device: torch.device, data: VAEData,
