@@ -25,3 +25,29 @@ def test_no_module_of_the_package_imports_the_command_line():
                 [a.name for a in node.names] if isinstance(node, ast.Import) else [])
             offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.startswith("nacvae.cli")]
     assert not offenders
+
+
+def test_no_import_cycle_even_through_imports_inside_functions():
+    """grimp reads every import statement, those kept inside functions included."""
+    import grimp
+
+    graph = grimp.build_graph("nacvae")
+    edges = {m: set(graph.find_modules_directly_imported_by(m)) for m in graph.modules}
+    seen: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(module: str, path: list[str]) -> list[str] | None:
+        seen[module] = 1
+        for other in edges[module]:
+            if seen.get(other) == 1:
+                return path + [module, other]
+            if other not in seen:
+                cycle = visit(other, path + [module])
+                if cycle:
+                    return cycle
+        seen[module] = 2
+        return None
+
+    for module in sorted(edges):
+        if module not in seen:
+            cycle = visit(module, [])
+            assert cycle is None, " -> ".join(cycle)
