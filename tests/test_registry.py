@@ -167,3 +167,14 @@ def test_a_method_with_a_linear_hash_layer_trains_and_loads_back(user_methods, t
     encoder, meta = load_encoder(run / CHECKPOINT)
     assert isinstance(encoder.projector, nn.Linear) and encoder.projector.out_features == 8
     assert encoder.predictor is None and meta["objective"] == "barlow"
+
+
+def test_resume_refuses_an_option_of_another_method(tmp_path):
+    from nacvae.train.config import check_resume_options
+
+    saved = resolve_config("digits", objective="simclr").to_dict()
+    check_resume_options(tmp_path, saved, {"temperature": 0.5, "seed": 0})  # the run's own values
+    with pytest.raises(ConfigError, match="--temperature 0.2 cannot be given"):
+        check_resume_options(tmp_path, saved, {"temperature": 0.2})
+    with pytest.raises(ConfigError, match="a run of --objective simclr, which has no --flip-prob"):
+        check_resume_options(tmp_path, saved, {"flip_prob": 0.2})

@@ -168,6 +168,9 @@ def check_resume_options(run, saved: dict[str, Any], given: dict[str, Any]) -> N
     instead = {"epochs": "steps", "warmup_epochs": "warmup_steps"}
     saved = {**saved, **(saved.get("options") or {})}
     for name, value in given.items():
+        if name not in saved and name in registry.all_options():
+            raise ConfigError(f"--resume continues {run}, a run of --objective {saved.get('objective')}, which has no "
+                              f"--{name.replace('_', '-')}; start a new run with another --out instead.")
         if name in saved and name not in RESUME_FREE and saved[name] != value:
             shown = instead.get(name) if saved.get(instead.get(name, "")) is not None else name
             flag, saved_flag = ("--" + n.replace("_", "-") for n in (name, shown))
