@@ -12,6 +12,7 @@ from nacvae import presets, registry
 from nacvae.cli.options import (
     CONFIG_HELP, check_resume, data_options, given_method_options, method_options, shown, with_config_file,
 )
+from nacvae.runs import read_config
 from nacvae.train.config import PretrainConfig
 
 
@@ -83,8 +84,8 @@ def pretrain(out: str | None, resume: bool, quiet: bool, compile_: bool | None, 
             raise ConfigError("--resume continues a run with its saved settings, so --config cannot be given with it.")
         if resume:
             check_resume(out, "pretrain", dict(options, compile=compile_), parameter={"compile": "compile_"})
-            if _already_complete(out):
-                return
+        # Still resumed below: that checks the checkpoint, and trains no step.
+        complete = resume and _already_complete(out)
         options["compile"] = compile_
         if config_file is not None:
             options = with_config_file(config_file, "pretrain", options, parameter={"compile": "compile_"})
@@ -102,26 +103,21 @@ def pretrain(out: str | None, resume: bool, quiet: bool, compile_: bool | None, 
             report_to_launcher(exc)  # torchrun's summary shows it, should this rank stop first
             sys.exit(2)  # every rank meets the same error; rank 0 prints it
         raise
-    if distributed.is_main():
+    if distributed.is_main() and complete:
+        total = read_config(run).get("total_steps")
+        click.echo(f"The run in {run} was already complete ({total} steps); nothing was trained.")
+    elif distributed.is_main():
         click.echo(_summary(run, time.perf_counter() - started))
 
 
 def _already_complete(out: str) -> bool:
-    """Say so when ``--resume`` is given a run that has nothing left to train."""
-    from nacvae import distributed
-    from nacvae.runs import read_config
-
-    config = read_config(Path(out))
-    if config.get("status") != "complete":
-        return False
-    if distributed.is_main():
-        click.echo(f"The run in {out} was already complete ({config.get('total_steps')} steps); nothing was trained.")
-    return True
+    """Whether ``--resume`` is given a run that has nothing left to train."""
+    return read_config(Path(out)).get("status") == "complete"
 
 
 def _summary(run: Path, seconds: float) -> str:
     """The end of a run: its length, last logged loss and time, then its folder."""
-    from nacvae.runs import read_config, read_metrics
+    from nacvae.runs import read_metrics
 
     losses = [r["loss"] for r in read_metrics(run) if r.get("event") == "train" and "loss" in r]
     loss = f"final loss {losses[-1]:.4f}" if losses else "no loss logged"
