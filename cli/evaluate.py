@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 
@@ -10,12 +11,14 @@ import click
 from nacvae.cli.options import data_options
 
 
-def _encoder_options(command):
-    """Options shared by every evaluation: what to evaluate, on which data, where."""
+def _encoder_options(command, linear: bool = False):
+    """Options shared by every evaluation: what to evaluate, on which data, where (``linear``:
+    the linear probe's own words, where it differs)."""
     options = [
         click.option("--run", type=click.Path(file_okay=False), default=None, help="A pretraining run folder."),
         click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
-                     help="A pretraining checkpoint (for linear: also a plain backbone state dict with --arch)."),
+                     help="A pretraining checkpoint" + (" (also a plain backbone state dict with --arch)." if linear
+                                                        else ".")),
         click.option("--init", type=click.Choice(["random"]), default=None,
                      help="Evaluate a randomly initialised encoder: the baseline."),
         click.option("--arch", default=None,
@@ -33,7 +36,8 @@ def _encoder_options(command):
                      help="DataLoader worker processes that decode streamed datasets [the cores but one, at most 8]."),
         click.option("--batch-size", type=int, default=1000, show_default=True, help="Images per batch."),
         click.option("--seed", type=int, default=0, show_default=True,
-                     help="Seed of the random baseline's weights (and of the linear classifier)."),
+                     help="Seed of the random baseline's weights" + (" (and of the linear classifier)." if linear
+                                                                     else ".")),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text."),
         click.option("--quiet", is_flag=True, help="No progress bars (they are drawn only on a terminal, never with --json)."),
@@ -103,7 +107,7 @@ def eval_group() -> None:
 
 
 @eval_group.command("linear")
-@_encoder_options
+@functools.partial(_encoder_options, linear=True)
 @click.option("--protocol", type=click.Choice(["fast", "paper"]), default="fast", show_default=True,
               help="fast: features computed once from un-augmented images; paper: every training batch "
                    "freshly cropped and flipped (docs/evaluation.md).")

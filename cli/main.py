@@ -99,6 +99,7 @@ def cli() -> None:
 
 
 def _register() -> None:
+    from nacvae.cli.compare import compare
     from nacvae.cli.evaluate import eval_group
     from nacvae.cli.export import export
     from nacvae.cli.options import add_threads_option
@@ -107,7 +108,7 @@ def _register() -> None:
     from nacvae.cli.vae import loglik, vae
 
     eval_group.add_command(loglik)  # `nacvae eval loglik` lives beside the VAE command
-    for command in (pretrain, eval_group, vae, reproduce, export):
+    for command in (pretrain, eval_group, vae, reproduce, export, compare):
         add_threads_option(command)
         cli.add_command(command)
 

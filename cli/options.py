@@ -120,3 +120,19 @@ def shown(cls, name: str) -> str:
 def given_method_options(options: dict) -> dict:
     """``options`` less those left unset (None): a method rejects another method's options."""
     return {k: v for k, v in options.items() if v is not None}
+
+
+CONFIG_HELP = ("A TOML file of settings, or a run's config.json (or its folder) to repeat that run; options typed "
+               "beside it win (docs/guide.md#configuration-files).")
+
+
+def with_config_file(path, kind: str, options: dict, parameter: dict | None = None) -> dict:
+    """``options`` with the settings of ``--config`` in place of those not typed (click's
+    ParameterSource says which were); ``parameter`` maps a setting to its click parameter."""
+    from nacvae.train.config_file import settings_with_file
+
+    ctx = click.get_current_context()
+    parameter = parameter or {}
+    defaults = (click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP, None)
+    typed = {n for n in options if ctx.get_parameter_source(parameter.get(n, n)) not in defaults}
+    return settings_with_file(path, kind, options, typed)

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import click
 
 from nacvae import presets, registry
-from nacvae.cli.options import check_resume, data_options, given_method_options, method_options, shown
+from nacvae.cli.options import (
+    CONFIG_HELP, check_resume, data_options, given_method_options, method_options, shown, with_config_file,
+)
+from nacvae.runs import read_config
 from nacvae.train.config import PretrainConfig
 
 
 @click.command()
+@click.option("--config", "config_file", type=click.Path(), default=None, help=CONFIG_HELP)
 @data_options()
 @click.option("--subset", type=click.Choice(["retrieval"]), default=None,
               help="Train on the retrieval protocol's unsupervised training subset (5,000 images for CIFAR-10).")
@@ -58,7 +63,7 @@ from nacvae.train.config import PretrainConfig
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out with its saved configuration.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def pretrain(out: str | None, resume: bool, quiet: bool, compile_: bool | None, dist_timeout: float | None,
-             **options) -> None:
+             config_file: str | None, **options) -> None:
     """Pretrain an encoder with one of the methods (--objective, NAC by default) and write a
     run folder.
 
@@ -75,10 +80,18 @@ def pretrain(out: str | None, resume: bool, quiet: bool, compile_: bool | None, 
             raise ConfigError("--resume needs --out, the run folder to continue.")
         if out is None and distributed.world_size() > 1:
             raise ConfigError("Under torchrun pass --out, so that every process uses the same run folder.")
+        if resume and config_file is not None:
+            raise ConfigError("--resume continues a run with its saved settings, so --config cannot be given with it.")
         if resume:
             check_resume(out, "pretrain", dict(options, compile=compile_), parameter={"compile": "compile_"})
+        # Still resumed below: that checks the checkpoint, and trains no step.
+        complete = resume and _already_complete(out)
+        options["compile"] = compile_
+        if config_file is not None:
+            options = with_config_file(config_file, "pretrain", options, parameter={"compile": "compile_"})
         data = options.pop("data")
-        cfg = resolve_config(data, compile=compile_, **given_method_options(options))
+        cfg = resolve_config(data, **given_method_options(options))
+        started = time.perf_counter()
         if out is None:
             tag = cfg.objective + ("-momentum" if cfg.options.get("momentum") else "")
             out = str(default_runs_root() / new_run_name("pretrain", data, tag))
@@ -90,5 +103,24 @@ def pretrain(out: str | None, resume: bool, quiet: bool, compile_: bool | None, 
             report_to_launcher(exc)  # torchrun's summary shows it, should this rank stop first
             sys.exit(2)  # every rank meets the same error; rank 0 prints it
         raise
-    if distributed.is_main():
-        click.echo(f"Run folder: {run}")
+    if distributed.is_main() and complete:
+        total = read_config(run).get("total_steps")
+        click.echo(f"The run in {run} was already complete ({total} steps); nothing was trained.")
+    elif distributed.is_main():
+        click.echo(_summary(run, time.perf_counter() - started))
+
+
+def _already_complete(out: str) -> bool:
+    """Whether ``--resume`` is given a run that has nothing left to train."""
+    return read_config(Path(out)).get("status") == "complete"
+
+
+def _summary(run: Path, seconds: float) -> str:
+    """The end of a run: its length, last logged loss and time, then its folder."""
+    from nacvae.runs import read_metrics
+
+    losses = [r["loss"] for r in read_metrics(run) if r.get("event") == "train" and "loss" in r]
+    loss = f"final loss {losses[-1]:.4f}" if losses else "no loss logged"
+    minutes, secs = divmod(round(seconds), 60)
+    # "Run folder: PATH" stays a line of its own: scripts (experiments/gpu_summary.py) read it.
+    return f"Finished {read_config(run).get('total_steps')} steps, {loss}, in {minutes}m{secs:02d}s.\nRun folder: {run}"

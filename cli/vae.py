@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from nacvae import presets, registry
-from nacvae.cli.options import check_resume, data_options, shown
+from nacvae.cli.options import CONFIG_HELP, check_resume, data_options, shown, with_config_file
 from nacvae.train.vae_config import VAEConfig
 
 # The VAE stage holds its dataset in memory: the streamed datasets are not offered.
@@ -18,6 +18,7 @@ VAE_DATA_HELP = ("Dataset: digits (bundled), fashion-mnist, cifar10 (under --dat
 
 
 @click.command()
+@click.option("--config", "config_file", type=click.Path(), default=None, help=CONFIG_HELP)
 @data_options(data_help=VAE_DATA_HELP)
 @click.option("--image-size", type=int, default=None,
               help="Side that folder images are resized to [the encoder's, else 32].")
@@ -68,7 +69,7 @@ VAE_DATA_HELP = ("Dataset: digits (bundled), fashion-mnist, cifar10 (under --dat
               help="Run folder to create (default: a new folder under $NACVAE_RUNS or ./runs).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out with its saved configuration.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def vae(out: str | None, resume: bool, quiet: bool, **options) -> None:
+def vae(out: str | None, resume: bool, quiet: bool, config_file: str | None, **options) -> None:
     """Train a Pyro VAE whose encoder starts from a pretrained (or random) backbone."""
     from nacvae.errors import ConfigError
     from nacvae.runs import default_runs_root, new_run_name
@@ -77,8 +78,12 @@ def vae(out: str | None, resume: bool, quiet: bool, **options) -> None:
 
     if resume and out is None:
         raise ConfigError("--resume needs --out, the run folder to continue.")
+    if resume and config_file is not None:
+        raise ConfigError("--resume continues a run with its saved settings, so --config cannot be given with it.")
     if resume:
         check_resume(out, "vae", options)
+    if config_file is not None:
+        options = with_config_file(config_file, "vae", options)
     data = options.pop("data")
     cfg = resolve_vae_config(data, **options)
     if out is None:
