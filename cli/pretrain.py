@@ -45,6 +45,10 @@ from nacvae.train.config import PretrainConfig
               help="Side that folder images are resized to [32]; the crop size of imagenet, flickr25k and shards [224].")
 @click.option("--workers", type=int, default=None,
               help="DataLoader worker processes that decode streamed datasets [the cores but one, at most 8].")
+@click.option("--skip-bad-images", is_flag=True, default=None,
+              help="Streamed datasets: replace an image that cannot be read by the next readable one (a shard's by "
+                   "the next sample) and record it in config.json, instead of stopping; it may be turned on with "
+                   "--resume.")
 @click.option("--seed", type=int, default=None, help=f"Random seed; the same seed repeats the run exactly on CPU {shown(PretrainConfig, 'seed')}.")
 @click.option("--device", default=None, help=f"auto, cpu, cuda or cuda:N; under torchrun auto, cpu or cuda {shown(PretrainConfig, 'device')}.")
 @click.option("--amp/--no-amp", default=None,

@@ -95,14 +95,15 @@ def _open_folder(name: str, split: str, size: int) -> ImageData | StreamedImages
 
 
 def dataset_stats(name: str, data: ImageData | StreamedImages | None = None, workers: int = 0,
-                  data_dir: str | Path | None = None, image_size: int | None = None
+                  data_dir: str | Path | None = None, image_size: int | None = None, bad_images=None
                   ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel (mean, std) in [0, 1] units that normalise the dataset's images.
 
     ImageNet, FLICKR-25K and shards: the usual ImageNet constants. Folders: computed from
     the train split (``data`` when it is the train split, else read from ``data_dir``);
     a streamed folder's from a seeded sample of at most 10,000 train images. Others: the
-    constants of ``channel_stats``.
+    constants of ``channel_stats``. ``bad_images`` (a ``stream.BadImages``): a streamed
+    folder's unreadable images are replaced and recorded there instead of stopping.
     """
     if is_streamed_name(name):
         return IMAGENET_MEAN, IMAGENET_STD
@@ -110,5 +111,5 @@ def dataset_stats(name: str, data: ImageData | StreamedImages | None = None, wor
         if data is None:
             data = open_dataset(name, "train", data_dir, download=False, image_size=image_size)
         if isinstance(data, StreamedImages):
-            return stream_stats(data, workers)
+            return stream_stats(data, workers, bad_images=bad_images)
     return channel_stats(name, data)

@@ -39,12 +39,19 @@ _HOW_TO_GET = ("download mirflickr25k.zip and mirflickr25k_annotations_v080.zip 
 
 
 def _read_numbers(path: Path) -> list[int]:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_no = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise DataError(f"Line {line_no} of {path} is not UTF-8 text; restore that file from the annotations "
+                        "archive.") from None
     numbers = []
-    for line_no, line in enumerate(path.read_text().splitlines(), 1):
+    for line_no, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line:
             continue
-        if not line.isdigit() or int(line) < 1:
+        # str.isdigit() accepts digits such as '²' that int() refuses: only ASCII 0-9 are numbers.
+        if not (line.isascii() and line.isdigit()) or int(line) < 1:
             raise DataError(f"Line {line_no} of {path} is not a positive image number; restore that file from "
                             "the annotations archive.")
         numbers.append(int(line))

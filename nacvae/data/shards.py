@@ -13,6 +13,10 @@ buffer of 1,000 within a worker. The epoch length is the sample count over all s
 order, so every process takes the same number of steps. Training views are random-resized
 crops at 224 px, as for ImageNet, decoded by the workers on the CPU. A resumed run starts
 the interrupted epoch's shard order again rather than replaying it exactly.
+
+A sample whose image is missing or cannot be read stops the run with one sentence naming
+it; with ``--skip-bad-images`` it is left out and the next samples of the worker's stream
+fill the batch (a shard has no index to take a replacement from), and it is recorded.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import zlib
 
 import torch
 
-from nacvae.data.stream import StreamedImages, decode_item, item_rng
+from nacvae.data.stream import BadImages, StreamedImages, Unreadable, decode_item, item_rng, settle, worker_errors
 from nacvae.errors import ConfigError, DataError
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
@@ -88,25 +92,55 @@ class _Decode:
     def __init__(self, size: int, seed: int, epoch: int) -> None:
         self.size, self.seed, self.epoch = size, seed, epoch
 
-    def __call__(self, sample: dict) -> torch.Tensor:
+    def __call__(self, sample: dict) -> torch.Tensor | Unreadable:
+        """The crops, or the sample's name and why it has none (handed back, not raised, so
+        that the main process can raise or record it)."""
         from PIL import Image
 
         key = sample["__key__"]
+        name = f"{sample.get('__url__')}:{key}"
         raw = next((sample[k] for k in IMAGE_KEYS if k in sample), None)
         if raw is None:
-            raise DataError(f"The sample {key} of {sample.get('__url__')} has no image ({', '.join(IMAGE_KEYS)}).")
+            return Unreadable(name, f"The sample {key} of {sample.get('__url__')} has no image "
+                                    f"({', '.join(IMAGE_KEYS)}); write the shard again, or pass --skip-bad-images "
+                                    "to skip such samples.")
         try:
             with Image.open(io.BytesIO(raw)) as im:
                 image = im.convert("RGB")
         except Exception as exc:  # noqa: BLE001 - PIL raises many kinds of errors
-            raise DataError(f"The sample {key} of {sample.get('__url__')} could not be read as an image "
-                            f"({type(exc).__name__}); write the shard again.") from None
+            return Unreadable(name, f"The sample {key} of {sample.get('__url__')} could not be read as an image "
+                                    f"({type(exc).__name__}); write the shard again, or pass --skip-bad-images "
+                                    "to skip such samples.")
         rng = item_rng(self.seed, self.epoch, zlib.crc32(f"{sample.get('__url__')}/{key}".encode()))
         return decode_item(image, "imagenet", self.size, 2, rng)
 
 
+class _Batch:
+    """A worker's samples -> (batch [size, 2, C, S, S] or None, unreadable samples met):
+    batched in the worker, so that a left-out sample's place is taken by the next one."""
+
+    def __init__(self, size: int, skip: bool) -> None:
+        self.size, self.skip = size, skip
+
+    def __call__(self, samples):
+        images, bad = [], []
+        for x in samples:
+            if isinstance(x, Unreadable):
+                bad.append(x)
+                if not self.skip:
+                    yield None, bad
+                    return
+                continue
+            images.append(x)
+            if len(images) == self.size:
+                yield torch.stack(images), bad
+                images, bad = [], []
+        if bad:  # the worker's last, incomplete batch is dropped; its bad samples are still told
+            yield None, bad
+
+
 def _epoch_loader(stream: StreamedImages, epoch: int, per_rank: int, seed: int, workers: int, rank: int,
-                  world: int, device: torch.device):
+                  world: int, device: torch.device, skip: bool = False):
     import webdataset as wds
 
     urls = list(stream.shards)
@@ -117,21 +151,27 @@ def _epoch_loader(stream: StreamedImages, epoch: int, per_rank: int, seed: int, 
     dataset = (wds.WebDataset(mine, shardshuffle=False, nodesplitter=None, workersplitter=wds.split_by_worker,
                               empty_check=False)
                .shuffle(SHUFFLE_BUFFER, rng=random.Random(f"{seed}-{epoch}-{rank}"))
-               .map(_Decode(stream.size, seed, epoch)))
-    return torch.utils.data.DataLoader(dataset, batch_size=per_rank, num_workers=workers, drop_last=True,
+               .map(_Decode(stream.size, seed, epoch))
+               .compose(_Batch(per_rank, skip)))
+    return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers,
                                        pin_memory=device.type == "cuda")
 
 
 def shard_steps(stream: StreamedImages, start_step: int, total_steps: int, steps_per_epoch: int, per_rank: int,
-                seed: int, workers: int, device: torch.device):
-    """(None, uint8 batch [per_rank, 2, C, S, S] on ``device``) for each step from ``start_step`` on."""
+                seed: int, workers: int, device: torch.device, bad_images: BadImages | None = None):
+    """(None, uint8 batch [per_rank, 2, C, S, S] on ``device``) for each step from ``start_step``
+    on; with ``bad_images`` an unreadable sample is left out and recorded there."""
     from nacvae import distributed
 
     rank, world = distributed.rank(), distributed.world_size()
     epoch, remaining = start_step // steps_per_epoch, total_steps - start_step
     while remaining > 0:
         produced = 0
-        for batch in _epoch_loader(stream, epoch, per_rank, seed, workers, rank, world, device):
+        loader = _epoch_loader(stream, epoch, per_rank, seed, workers, rank, world, device, bad_images is not None)
+        for batch, bad in worker_errors(loader):
+            settle(bad, bad_images)
+            if batch is None:
+                continue
             yield None, batch.to(device, non_blocking=True)
             produced += 1
             remaining -= 1

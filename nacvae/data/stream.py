@@ -20,6 +20,14 @@ On a CUDA device the JPEG files are decoded on the GPU instead
 (``torchvision.io.decode_jpeg(device="cuda")``): workers then only read the file bytes
 and draw the crop boxes, and the main process decodes the batch and crops and resizes
 each image there. Other formats are decoded by the workers as usual.
+
+A file that cannot be read as an image stops the run with one sentence naming it: the
+workers hand such a failure back as a value (``Unreadable``), and the main process raises
+it, instead of DataLoader's wrapped traceback. With a ``BadImages`` record given
+(``--skip-bad-images``) the image of key (epoch, index) is instead the next readable file
+of the list (index + 1, index + 2, ..., wrapping around), cut with the bad image's own
+random draws: batch shapes, the step seeds and a resumed run stay exactly as they were,
+and the record counts the bad files and names the first few.
 """
 
 from __future__ import annotations
@@ -33,12 +41,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nacvae.errors import DataError
+from nacvae.errors import DataError, NacvaeError
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "BadImages",
     "StreamedImages",
+    "Unreadable",
     "centre_box",
     "default_workers",
     "eval_batches",
@@ -59,6 +69,79 @@ CROP_TRIES = 10
 # Images whose channel statistics are computed for a streamed folder (a seeded sample).
 STATS_SAMPLE = 10_000
 _JPEG_MAGIC = b"\xff\xd8"
+# Bad images named in a run's record; the count covers them all.
+BAD_IMAGES_NAMED = 10
+SKIP_HINT = "remove or replace that file, or pass --skip-bad-images to skip such images"
+
+
+class BadImages:
+    """The images skipped (``--skip-bad-images``): how many distinct files, the first few by
+    name, and the messages of those not yet shown (``take_news``)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: list[str] = []
+        self._seen: set[str] = set()
+        self._news: list[str] = []
+
+    def add(self, name: str, message: str) -> None:
+        if name in self._seen:
+            return
+        self._seen.add(name)
+        self.count += 1
+        if len(self.first) < BAD_IMAGES_NAMED:
+            self.first.append(name)
+            self._news.append(message)
+
+    def restore(self, saved) -> None:
+        """Continue a record saved by an earlier part of the run (``to_dict``); a file beyond
+        the named ones that is met again is counted again."""
+        if not isinstance(saved, dict):
+            return
+        first = [str(n) for n in saved.get("first") or [] if isinstance(n, str)]
+        unnamed = max(0, int(saved.get("count") or 0) - len(first)) if isinstance(saved.get("count"), int) else 0
+        for name in first:
+            self.add(name, "")
+        self.count += unnamed
+        self._news = [m for m in self._news if m]
+
+    def take_news(self) -> list[str]:
+        news, self._news = self._news, []
+        return news
+
+    def to_dict(self) -> dict:
+        return {"count": self.count, "first": list(self.first)}
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """What a worker hands back for an image it cannot read: its name and the sentence."""
+
+    name: str
+    message: str
+
+
+def settle(bad: Sequence[Unreadable], record: BadImages | None) -> None:
+    """Raise the first unreadable image of a batch as its own DataError, or with ``record``
+    (skipping) note them all."""
+    for item in bad:
+        if record is None:
+            raise DataError(item.message)
+        record.add(item.name, item.message)
+
+
+def worker_errors(batches):
+    """``batches`` with an error a DataLoader worker raised re-raised as itself: DataLoader
+    wraps it as 'Caught DataError in DataLoader worker process 0. Original Traceback ...';
+    the user gets the original sentence."""
+    try:
+        yield from batches
+    except NacvaeError as exc:
+        text = str(exc)
+        if not text.startswith("Caught ") or "Original Traceback" not in text:
+            raise
+        last = text.strip().splitlines()[-1]
+        raise type(exc)(last.split(": ", 1)[1] if ": " in last else last) from None
 
 
 @dataclass
@@ -194,8 +277,7 @@ def _open(path: str, channels: int):
         with Image.open(path) as im:
             return im.convert("L" if channels == 1 else "RGB")
     except Exception as exc:  # noqa: BLE001 - PIL raises many kinds of errors
-        raise DataError(f"{path} could not be read as an image ({type(exc).__name__}); "
-                        "remove or replace that file.") from None
+        raise DataError(f"{path} could not be read as an image ({type(exc).__name__}); {SKIP_HINT}.") from None
 
 
 def _pil_to_uint8(image) -> torch.Tensor:
@@ -231,27 +313,60 @@ def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
 
 
 class _Files(torch.utils.data.Dataset):
-    """Items of a DataLoader: a key (epoch, index) for training, an index for evaluation."""
+    """Items of a DataLoader: a key (epoch, index) for training, an index for evaluation.
 
-    def __init__(self, data: StreamedImages, views: int, seed: int, train: bool, encoded: bool) -> None:
+    An item is (image, unreadable images met): the image is None when one was met and
+    ``skip`` is off, else the next readable file's in its place."""
+
+    def __init__(self, data: StreamedImages, views: int, seed: int, train: bool, encoded: bool,
+                 skip: bool = False) -> None:
         # File names as one numpy byte array: forked workers then share it instead of each
         # gradually copying the pages of a million Python strings (reference counts change).
         self.files = np.array([os.fsencode(f) for f in data.files])
         self.channels, self.size, self.crop = data.channels, data.size, data.crop
-        self.views, self.seed, self.train, self.encoded = views, seed, train, encoded
+        self.views, self.seed, self.train, self.encoded, self.skip = views, seed, train, encoded, skip
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, key):
         epoch, index = key if self.train else (0, key)
-        path = os.fsdecode(self.files[index])
-        rng = item_rng(self.seed, epoch, index) if self.train and self.crop == "imagenet" else None
+        return self._item(epoch, index, 0)
+
+    def _item(self, epoch: int, index: int, first: int):
+        n, bad = len(self.files), []
+        for k in range(first, n if self.skip else first + 1):
+            path = os.fsdecode(self.files[(index + k) % n])
+            # The bad image's own draws: a replacement changes no other image's crops.
+            rng = item_rng(self.seed, epoch, index) if self.train and self.crop == "imagenet" else None
+            try:
+                image = self._decode(path, rng)
+            except DataError as exc:
+                bad.append(Unreadable(path, str(exc)))
+                continue
+            if isinstance(image, tuple):  # GPU decoding: what a failure there needs to find a replacement
+                image = (*image, path, (epoch, index, k))
+            return image, bad
+        if self.skip:
+            raise DataError(f"None of the {n} images can be read (the first that cannot is {bad[0].name}); "
+                            "check the data.")
+        return None, bad
+
+    def _decode(self, path: str, rng):
         if self.encoded:
             raw = _read_bytes(path)
             if raw[:2] == _JPEG_MAGIC:
                 return _encoded_item(raw, path, self.size, self.views, rng)
         return decode_item(_open(path, self.channels), self.crop, self.size, self.views, rng)
+
+    def replacement(self, epoch: int, index: int, tried: int):
+        """(image, unreadable images met) on the CPU for the key (epoch, ``index``) when the
+        device could not decode the file ``tried`` places on: the next readable one's."""
+        encoded, self.encoded = self.encoded, False
+        try:
+            return self._item(epoch, index, tried + 1)
+        finally:
+            self.encoded = encoded
 
 
 def _read_bytes(path: str) -> bytes:
@@ -259,7 +374,8 @@ def _read_bytes(path: str) -> bytes:
         with open(path, "rb") as f:
             return f.read()
     except OSError as exc:
-        raise DataError(f"{path} cannot be read ({exc.strerror or exc}); check its permissions.") from None
+        raise DataError(f"{path} cannot be read ({exc.strerror or exc}); check its permissions, or pass "
+                        "--skip-bad-images to skip such images.") from None
 
 
 def _encoded_item(raw: bytes, path: str, size: int, views: int, rng):
@@ -271,8 +387,7 @@ def _encoded_item(raw: bytes, path: str, size: int, views: int, rng):
         with Image.open(io.BytesIO(raw)) as im:  # reads the header only
             width, height = im.size
     except Exception as exc:  # noqa: BLE001
-        raise DataError(f"{path} could not be read as an image ({type(exc).__name__}); "
-                        "remove or replace that file.") from None
+        raise DataError(f"{path} could not be read as an image ({type(exc).__name__}); {SKIP_HINT}.") from None
     if rng is None:
         boxes = [centre_box(height, width, size)]
     else:
@@ -281,9 +396,14 @@ def _encoded_item(raw: bytes, path: str, size: int, views: int, rng):
 
 
 def _collate(items):
-    if all(isinstance(x, torch.Tensor) for x in items):
-        return torch.stack(items)
-    return list(items)  # GPU decoding: finished in the main process
+    """(images, unreadable images met): images None when one of them could not be read."""
+    bad = [u for _, found in items for u in found]
+    images = [x for x, _ in items]
+    if any(x is None for x in images):
+        return None, bad
+    if all(isinstance(x, torch.Tensor) for x in images):
+        return torch.stack(images), bad
+    return images, bad  # GPU decoding: finished in the main process
 
 
 def gpu_decoding(device: torch.device) -> bool:
@@ -297,8 +417,11 @@ def gpu_decoding(device: torch.device) -> bool:
     return os.environ.get("NACVAE_GPU_DECODE", "1") != "0"
 
 
-def _finish_on_device(batch, size: int, channels: int, train: bool, device: torch.device) -> torch.Tensor:
-    """Decode a GPU-decoding batch on ``device`` and crop-resize each image to ``size``."""
+def _finish_on_device(batch, size: int, channels: int, train: bool, device: torch.device, dataset: _Files,
+                      record: BadImages | None) -> torch.Tensor:
+    """Decode a GPU-decoding batch on ``device`` and crop-resize each image to ``size``; an
+    image neither the device nor PIL can decode is replaced as in a worker (``record``) or
+    stops the run."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
     jpegs = [i for i, x in enumerate(batch) if isinstance(x, tuple)]
@@ -307,6 +430,13 @@ def _finish_on_device(batch, size: int, channels: int, train: bool, device: torc
         decoded = decode_jpeg([batch[i][1] for i in jpegs], mode=mode, device=device) if jpegs else []
     except RuntimeError:  # one file the GPU decoder refuses (CMYK, progressive, damaged): one by one
         decoded = [_decode_one(batch[i][1], mode, channels, device) for i in jpegs]
+    for k, i in enumerate(jpegs):
+        if isinstance(decoded[k], str):
+            path, (epoch, index, tried) = batch[i][3], batch[i][4]
+            settle([Unreadable(path, f"{path} could not be decoded ({decoded[k]}); {SKIP_HINT}.")], record)
+            image, more = dataset.replacement(epoch, index, tried)
+            settle(more, record)
+            batch[i] = image
     out = []
     pos = {i: k for k, i in enumerate(jpegs)}
     for i, item in enumerate(batch):
@@ -323,8 +453,9 @@ def _finish_on_device(batch, size: int, channels: int, train: bool, device: torc
     return torch.stack(out)
 
 
-def _decode_one(raw: torch.Tensor, mode, channels: int, device: torch.device) -> torch.Tensor:
-    """One JPEG on ``device``, through PIL on the CPU when the device's decoder refuses it."""
+def _decode_one(raw: torch.Tensor, mode, channels: int, device: torch.device) -> torch.Tensor | str:
+    """One JPEG on ``device``, through PIL on the CPU when the device's decoder refuses it;
+    the name of PIL's error when neither can."""
     import io
 
     from PIL import Image
@@ -337,7 +468,7 @@ def _decode_one(raw: torch.Tensor, mode, channels: int, device: torch.device) ->
             with Image.open(io.BytesIO(raw.numpy().tobytes())) as im:
                 image = im.convert("L" if channels == 1 else "RGB")
         except Exception as exc:  # noqa: BLE001 - PIL raises many kinds of errors
-            raise DataError(f"An image could not be decoded ({type(exc).__name__}); remove or replace it.") from None
+            return type(exc).__name__
         return _pil_to_uint8(image).to(device)
 
 
@@ -349,38 +480,42 @@ def _loader(dataset, batches, workers: int, device: torch.device):
         persistent_workers=False)
 
 
-def _to_device(batch, data: StreamedImages, train: bool, device: torch.device) -> torch.Tensor:
-    if isinstance(batch, list):
-        return _finish_on_device(batch, data.size, data.channels, train, device)
-    return batch.to(device, non_blocking=True)
+def _batches(dataset: _Files, batches, workers: int, data: StreamedImages, train: bool, device: torch.device,
+             record: BadImages | None) -> Iterator[torch.Tensor]:
+    for images, bad in worker_errors(_loader(dataset, batches, workers, device)):
+        settle(bad, record)
+        if isinstance(images, list):
+            yield _finish_on_device(images, data.size, data.channels, train, device, dataset, record)
+        else:
+            yield images.to(device, non_blocking=True)
 
 
 def train_batches(data: StreamedImages, keys: Sequence[Sequence[tuple[int, int]]], views: int, seed: int,
-                  workers: int, device: torch.device) -> Iterator[torch.Tensor]:
-    """uint8 training batches on ``device``, one per list of (epoch, index) keys, in order.
+                  workers: int, device: torch.device, bad_images: BadImages | None = None) -> Iterator[torch.Tensor]:
+    """uint8 training batches on ``device``, one per list of (epoch, index) keys, in order;
+    with ``bad_images`` an unreadable image is replaced and recorded there (module docstring).
 
     With ``crop="imagenet"`` a batch is [B, views, C, size, size] (independent random-resized
     crops); with ``crop="resize"`` it is [B, C, size, size] and ``views`` is unused.
     """
     encoded = data.crop == "imagenet" and gpu_decoding(device)
-    dataset = _Files(data, views, seed, train=True, encoded=encoded)
-    for batch in _loader(dataset, keys, workers, device):
-        yield _to_device(batch, data, True, device)
+    dataset = _Files(data, views, seed, train=True, encoded=encoded, skip=bad_images is not None)
+    yield from _batches(dataset, keys, workers, data, True, device, bad_images)
 
 
 def eval_batches(data: StreamedImages, batch_size: int, workers: int, device: torch.device,
-                 indices: Sequence[int] | None = None) -> Iterator[torch.Tensor]:
-    """uint8 evaluation images [B, C, size, size] on ``device``, in order (all, or ``indices``)."""
+                 indices: Sequence[int] | None = None, bad_images: BadImages | None = None) -> Iterator[torch.Tensor]:
+    """uint8 evaluation images [B, C, size, size] on ``device``, in order (all, or ``indices``);
+    with ``bad_images`` an unreadable image is replaced and recorded there."""
     order = list(range(len(data))) if indices is None else [int(i) for i in indices]
     batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
     encoded = data.crop == "imagenet" and gpu_decoding(device)
-    dataset = _Files(data, 1, 0, train=False, encoded=encoded)
-    for batch in _loader(dataset, batches, workers, device):
-        yield _to_device(batch, data, False, device)
+    dataset = _Files(data, 1, 0, train=False, encoded=encoded, skip=bad_images is not None)
+    yield from _batches(dataset, batches, workers, data, False, device, bad_images)
 
 
-def stream_stats(data: StreamedImages, workers: int, batch_size: int = 256,
-                 sample: int = STATS_SAMPLE) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def stream_stats(data: StreamedImages, workers: int, batch_size: int = 256, sample: int = STATS_SAMPLE,
+                 bad_images: BadImages | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel (mean, std) in [0, 1] units over the evaluation images of ``data``
     (all of them, or a seeded sample of ``sample`` when there are more)."""
     n = len(data)
@@ -391,7 +526,7 @@ def stream_stats(data: StreamedImages, workers: int, batch_size: int = 256,
     total = torch.zeros(c, dtype=torch.float64)
     total_sq = torch.zeros(c, dtype=torch.float64)
     count = 0
-    for batch in eval_batches(data, batch_size, workers, torch.device("cpu"), indices):
+    for batch in eval_batches(data, batch_size, workers, torch.device("cpu"), indices, bad_images):
         x = batch.to(torch.float64) / 255.0
         total += x.sum(dim=(0, 2, 3))
         total_sq += (x * x).sum(dim=(0, 2, 3))

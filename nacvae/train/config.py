@@ -47,6 +47,7 @@ class PretrainConfig:
     sync_bn: bool = False              # SyncBatchNorm across processes under torchrun (CUDA only)
     image_size: int | None = None      # folders: side the images are resized to; streamed datasets: crop size [224]
     workers: int | None = None         # streamed datasets: DataLoader worker processes; None = the cores but one, at most 8
+    skip_bad_images: bool = False      # streamed datasets: replace unreadable images and record them, instead of stopping
     log_every: int = 10
     checkpoint_every: int = 0          # steps; 0 = at the end of every epoch
 
@@ -137,7 +138,7 @@ def validate_config(cfg: PretrainConfig) -> None:
     check_int("checkpoint-every", cfg.checkpoint_every, 0)
     if cfg.subset not in (None, "retrieval"):
         raise ConfigError(f"Unknown --subset '{cfg.subset}'; the only subset is 'retrieval'.")
-    check_flags(cfg, "download", "compile", "sync_bn")
+    check_flags(cfg, "download", "compile", "sync_bn", "skip_bad_images")
 
 
 def load_saved_config(run, section: dict[str, Any], cls: type, validate: Callable[[Any], None]) -> Any:
@@ -157,7 +158,9 @@ def saved_config(run, section: dict[str, Any]) -> PretrainConfig:
 
 
 # Settings of how a process runs, not of what it trains: free to differ on --resume.
-RESUME_FREE = {"threads", "workers"}
+# --skip-bad-images may be turned on to continue a run that stopped at a bad image: without
+# it the run could not have gone past one, so the steps taken are the same either way.
+RESUME_FREE = {"threads", "workers", "skip_bad_images"}
 
 
 def check_resume_options(run, saved: dict[str, Any], given: dict[str, Any]) -> None:

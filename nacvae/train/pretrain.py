@@ -30,7 +30,7 @@ from nacvae.data import augment, default_augment, two_views
 from nacvae.data.catalog import dataset_stats, open_dataset
 from nacvae.data.pool import retrieval_pool
 from nacvae.data.shards import shard_steps
-from nacvae.data.stream import StreamedImages, default_workers, train_batches
+from nacvae.data.stream import BadImages, StreamedImages, default_workers, train_batches
 from nacvae.devices import resolve_device
 from nacvae.errors import ConfigError
 from nacvae.methods.base import Method
@@ -55,6 +55,7 @@ class PretrainData:
     image_shape: tuple[int, int, int]
     augment: Any  # AugmentConfig
     stream: Any = None  # StreamedImages read batch by batch (nacvae.data.stream), or None
+    bad_images: BadImages | None = None  # with --skip-bad-images: the unreadable images replaced
 
     def __len__(self) -> int:
         return len(self.images) if self.images is not None else len(self.stream)
@@ -86,13 +87,14 @@ def _streamed_pretrain_data(cfg: PretrainConfig, data) -> PretrainData:
     if len(data) < cfg.batch_size:
         raise ConfigError(f"--batch-size {cfg.batch_size} is larger than the {len(data)} training images.")
     workers = default_workers() if cfg.workers is None else cfg.workers
-    mean, std = dataset_stats(cfg.data, data, workers=workers)
+    bad = BadImages() if cfg.skip_bad_images else None
+    mean, std = dataset_stats(cfg.data, data, workers=workers, bad_images=bad)
     augment = default_augment(cfg.data, data.image_shape, mean, std)
     if data.crop == "imagenet":
         # The workers cut each view's random-resized crop out of the whole image; the batched
         # augmentation then only flips, jitters and greys (an identity crop of the whole view).
         augment = dataclasses.replace(augment, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0))
-    return PretrainData(None, mean, std, data.image_shape, augment, stream=data)
+    return PretrainData(None, mean, std, data.image_shape, augment, stream=data, bad_images=bad)
 
 
 def checkpoint_meta(cfg: PretrainConfig, image_shape, feature_dim: int) -> dict[str, Any]:
@@ -127,7 +129,9 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, progres
     # rank could otherwise see rank 0's own lock.
     check_run_dir(out, resume, locked=not distributed.is_main())
     if resume:
+        skip = cfg.skip_bad_images is True  # the one setting that may be turned on to resume (config.RESUME_FREE)
         cfg = saved_config(out, read_run_config(out, "pretrain", resuming=True)["pretrain"])
+        cfg = dataclasses.replace(cfg, skip_bad_images=cfg.skip_bad_images or skip)
     validate_config(cfg)
     timeout = distributed.collective_timeout(dist_timeout)
     world = distributed.world_size()
@@ -199,6 +203,10 @@ def _open_run(cfg: PretrainConfig, out: Path, resume: bool, device: torch.device
         if monitor is not None:
             monitor.collapsed_at = saved_status.get("collapsed_at_step")
             monitor.escaped_at = saved_status.get("collapse_escaped_at_step")
+        if data.bad_images is not None:
+            data.bad_images.restore(saved_status.get("bad_images"))
+    if data.bad_images is not None:
+        run_config["bad_images"] = data.bad_images.to_dict()
 
     def open_run() -> None:
         if not main:
@@ -224,7 +232,7 @@ def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device:
     streamed = None
     if data.stream is not None:
         streamed = _streamed_steps(cfg, data.stream, run.start_step, run.total_steps, run.steps_per_epoch, per_rank,
-                                   rank, device)
+                                   rank, device, data.bad_images)
     try:  # the status of a run that stops here is recorded by hold_run
         with events_and_bar(out, run.total_steps, run.start_step, resume, writer=main,
                             bar=progress and main) as (writer, bar):
@@ -233,6 +241,7 @@ def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device:
                 gen = torch.Generator(device=device).manual_seed(step_seed(cfg.seed, step, rank=rank))
                 if streamed is not None:
                     idx, batch = next(streamed)
+                    _tell_bad_images(data.bad_images, bar)
                     x1, x2 = _streamed_views(batch, data, gen)
                 else:
                     idx = order.rows(step, rank * per_rank, per_rank)
@@ -251,6 +260,8 @@ def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device:
         if streamed is not None:
             streamed.close()  # stops the DataLoader's worker processes
     if main:
+        if data.bad_images is not None:
+            run.run_config["bad_images"] = data.bad_images.to_dict()
         run.run_config.update(status="complete", finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
         write_config(out, run.run_config)
     distributed.barrier()  # every rank returns once the run folder is complete
@@ -272,7 +283,13 @@ def _log(run: _Run, window: Window, done: int, a1: torch.Tensor, views, writer, 
     }
     if run.log_negatives is not None:
         record["loss_minus_log2b"] = record["loss"] - run.log_negatives
+    bad = run.data.bad_images
+    if bad is not None:
+        record["bad_images"] = bad.count  # this process's (rank 0's under torchrun)
     if distributed.is_main():
+        if bad is not None and run.run_config.get("bad_images") != bad.to_dict():
+            run.run_config["bad_images"] = bad.to_dict()
+            write_config(run.out, run.run_config)
         for key, value in record.items():
             if key not in ("event", "step"):
                 writer.add_scalar(_tensorboard_tag(key), value, done)
@@ -286,6 +303,15 @@ def _log(run: _Run, window: Window, done: int, a1: torch.Tensor, views, writer, 
         if done % run.checkpoint_every == 0 and done < run.total_steps:
             run.checkpoint.save(done)
     window.reset()
+
+
+def _tell_bad_images(bad: BadImages | None, bar) -> None:
+    """A line on stderr for each of the first bad images met (the rest are only counted)."""
+    if bad is None:
+        return
+    for message in bad.take_news():
+        what = message.split("; ", 1)[0]  # the advice after it is for a run that stops
+        bar.write(f"{what}; skipped (--skip-bad-images).", file=sys.stderr)
 
 
 def _tensorboard_tag(key: str) -> str:
@@ -316,13 +342,14 @@ def _two_views(batch: torch.Tensor, data: PretrainData, gen: torch.Generator) ->
 
 
 def _streamed_steps(cfg: PretrainConfig, stream, start_step: int, total_steps: int, steps_per_epoch: int,
-                    per_rank: int, rank: int, device: torch.device):
+                    per_rank: int, rank: int, device: torch.device, bad_images: BadImages | None = None):
     """(indices, uint8 batch on ``device``) of each step from ``start_step`` on, decoded by
     DataLoader workers: the same epoch shuffles and per-rank slices as the in-memory loop, so
     a resumed run reads the same images in the same steps."""
     workers = default_workers() if cfg.workers is None else cfg.workers
     if stream.shards is not None:
-        yield from shard_steps(stream, start_step, total_steps, steps_per_epoch, per_rank, cfg.seed, workers, device)
+        yield from shard_steps(stream, start_step, total_steps, steps_per_epoch, per_rank, cfg.seed, workers, device,
+                               bad_images)
         return
     n = len(stream)
     step = start_step
@@ -333,7 +360,7 @@ def _streamed_steps(cfg: PretrainConfig, stream, start_step: int, total_steps: i
         last = min(total_steps, (epoch + 1) * steps_per_epoch)
         starts = [(s - epoch * steps_per_epoch) * cfg.batch_size + rank * per_rank for s in range(step, last)]
         keys = _EpochKeys(perm, epoch, starts, per_rank)
-        for first, batch in zip(starts, train_batches(stream, keys, 2, cfg.seed, workers, device)):
+        for first, batch in zip(starts, train_batches(stream, keys, 2, cfg.seed, workers, device, bad_images)):
             yield perm[first:first + per_rank].to(device), batch
         step = last
 

@@ -121,15 +121,15 @@ def test_the_gpu_decoding_path_crops_like_the_pil_path(imagenet):
     data = open_dataset("imagenet", "test", imagenet, image_size=24)
     encoded = _Files(data, 1, 0, train=False, encoded=True)
     plain = _Files(data, 1, 0, train=False, encoded=False)
-    items = [encoded[i] for i in range(len(data))]
+    items = [encoded[i][0] for i in range(len(data))]
     assert all(isinstance(x, tuple) and x[0] == "jpeg" for x in items)
-    on_device = _finish_on_device(items, 24, 3, train=False, device=torch.device("cpu"))
-    reference = torch.stack([plain[i] for i in range(len(data))])
+    on_device = _finish_on_device(items, 24, 3, False, torch.device("cpu"), encoded, None)
+    reference = torch.stack([plain[i][0] for i in range(len(data))])
     assert on_device.shape == reference.shape == (4, 3, 24, 24) and on_device.dtype == torch.uint8
     # Two resampling orders of noise images: each image's channel means agree to a level or two,
     # and pixels differ by far less than unrelated noise would (about 85 levels on average).
     a, b = on_device.float(), reference.float()
     assert (a.mean((2, 3)) - b.mean((2, 3))).abs().max() < 2 and (a - b).abs().mean() < 20
     train = _Files(data, 2, 5, train=True, encoded=True)
-    views = _finish_on_device([train[(0, 1)], train[(0, 2)]], 24, 3, train=True, device=torch.device("cpu"))
+    views = _finish_on_device([train[(0, 1)][0], train[(0, 2)][0]], 24, 3, True, torch.device("cpu"), train, None)
     assert views.shape == (2, 2, 3, 24, 24)
