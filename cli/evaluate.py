@@ -11,6 +11,10 @@ import click
 from nacvae.cli.options import data_options
 
 
+# A run that cannot be written (a colleague's) is evaluated all the same: see _report.
+_no_record = click.option("--no-record", is_flag=True, help="Do not append the result to the run's metrics.jsonl.")
+
+
 def _encoder_options(command, linear: bool = False):
     """Options shared by every evaluation: what to evaluate, on which data, where (``linear``:
     the linear probe's own words, where it differs)."""
@@ -41,6 +45,7 @@ def _encoder_options(command, linear: bool = False):
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text."),
         click.option("--quiet", is_flag=True, help="No progress bars (they are drawn only on a terminal, never with --json)."),
+        _no_record,
     ]
     for option in reversed(options):
         command = option(command)
@@ -49,10 +54,12 @@ def _encoder_options(command, linear: bool = False):
 
 def _prepare(opts: dict):
     """(encoder, meta, data, data_dir, device, image size) from the shared options."""
+    from nacvae.checks import check_seed
     from nacvae.devices import resolve_device
     from nacvae.errors import ConfigError
     from nacvae.eval.encoders import resolve_encoder
 
+    check_seed(opts["seed"])  # before the encoder is loaded
     device = resolve_device(opts["device"])
     encoder, meta, data, data_dir = resolve_encoder(
         run=opts["run"], checkpoint=opts["checkpoint"], init=opts["init"], arch=opts["arch"],
@@ -71,19 +78,25 @@ def _bars(opts: dict):
     return progress_bars(not opts["quiet"] and not opts["as_json"])
 
 
+def _not_recorded(note: str | None) -> None:
+    """After the result: the one sentence saying that the run could not record it (exit 0)."""
+    if note is not None:
+        click.echo(note, err=True)
+
+
 def _finish(opts: dict, event: str, meta: dict, result: dict, text: list[str]) -> None:
     from nacvae.eval.encoders import encoder_summary, record
 
     full = {**result, **encoder_summary(meta)}
     full = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in full.items()}
-    if opts["run"] is not None:
-        record(opts["run"], event, full)
+    note = record(opts["run"], event, full) if opts["run"] is not None and not opts["no_record"] else None
     if opts["as_json"]:
         click.echo(json.dumps(full))
     else:
         click.echo(_source_line(meta))
         for line in text:
             click.echo(line)
+    _not_recorded(note)
 
 
 def _source_line(meta: dict) -> str:
@@ -156,6 +169,7 @@ def retrieval(topk: int | None, count_empty: bool, split_seed: int, queries_per_
     from nacvae.eval.retrieval_eval import evaluate_retrieval
 
     check_int("topk", topk, optional=True)  # before the encoder is loaded
+    check_int("split-seed", split_seed, 0)
     encoder, meta, data, data_dir, device, size = _prepare(opts)
     with _bars(opts):
         r = evaluate_retrieval(encoder, data, data_dir, topk=topk, count_empty=count_empty, seed=split_seed,
@@ -221,19 +235,24 @@ def codes(split: str, **opts) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every sample drawn.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+@click.option("--quiet", is_flag=True, help="No progress bar (it is drawn only on a terminal, never with --json).")
+@_no_record
 def gap(run, num_images, samples, elbo_samples, fit_samples, lr, max_steps, check_every, patience, tol, batch_size,
-        data_dir, seed, device, as_json) -> None:
+        data_dir, seed, device, as_json, quiet, no_record) -> None:
     """The inference gap of a VAE on test images: log p(x) - ELBO(q*) (approximation) and
     ELBO(q*) - ELBO(q) (amortisation), q* a Gaussian fitted to each image by Adam."""
     from nacvae.eval.gap import GAP_KEYS, GapBudget, evaluate_gap_run
+    from nacvae.progress import progress_bars
 
     budget = GapBudget(samples=samples, elbo_samples=elbo_samples, fit_samples=fit_samples, lr=lr,
                        max_steps=max_steps, check_every=check_every, patience=patience, tol=tol)
-    r = evaluate_gap_run(run, budget, num_images=num_images, batch_size=batch_size, seed=seed, device=device,
-                         data_dir=data_dir)
+    with progress_bars(not quiet and not as_json):
+        r = evaluate_gap_run(run, budget, num_images=num_images, batch_size=batch_size, seed=seed, device=device,
+                             data_dir=data_dir, record=not no_record)
     r = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
     if as_json:
         click.echo(json.dumps({k: r[k] for k in GAP_KEYS}))
+        _not_recorded(r.get("not_recorded"))
         return
     click.echo(f"VAE: {r['run'] or r['checkpoint']}, step {r['step']}, encoder init {r['init']}"
                + (" (frozen)" if r["freeze_encoder"] else ""))
@@ -243,3 +262,4 @@ def gap(run, num_images, samples, elbo_samples, fit_samples, lr, max_steps, chec
                        ("approximation gap", "approximation_gap"), ("amortisation gap", "amortisation_gap")):
         value = "n/a" if r[key] is None else f"{r[key]:.2f}"
         click.echo(f"  {label:<18} {value} nats/image")
+    _not_recorded(r.get("not_recorded"))

@@ -108,15 +108,25 @@ def vae(out: str | None, resume: bool, quiet: bool, config_file: str | None, **o
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the importance samples.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
-def loglik(run, checkpoint, samples, batch_size, chunk_size, num_images, data_dir, seed, device, as_json) -> None:
+@click.option("--quiet", is_flag=True, help="No progress bar (it is drawn only on a terminal, never with --json).")
+@click.option("--no-record", is_flag=True, help="Do not append the result to the run's metrics.jsonl.")
+def loglik(run, checkpoint, samples, batch_size, chunk_size, num_images, data_dir, seed, device, as_json, quiet,
+           no_record) -> None:
     """Importance-weighted test log-likelihood, ELBO, KL and active units of a trained VAE."""
     from nacvae.eval.vae_runs import evaluate_run
+    from nacvae.progress import progress_bars
 
-    r = evaluate_run(run=run, checkpoint=checkpoint, samples=samples, batch_size=batch_size, chunk_size=chunk_size,
-                     num_images=num_images, seed=seed, device=device, data_dir=data_dir)
+    with progress_bars(not quiet and not as_json):
+        r = evaluate_run(run=run, checkpoint=checkpoint, samples=samples, batch_size=batch_size,
+                         chunk_size=chunk_size, num_images=num_images, seed=seed, device=device, data_dir=data_dir,
+                         record=not no_record)
     r = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
+    # A run that could not record the result says so on stderr, after it (exit 0).
+    note = r.pop("not_recorded", None)
     if as_json:
         click.echo(json.dumps(r))
+        if note is not None:
+            click.echo(note, err=True)
         return
     encoder = r["init"] if r["encoder_checkpoint"] is None else f"{r['init']} ({r['encoder_checkpoint']})"
     unfinished = "" if r["complete"] else ", unfinished run"
@@ -127,6 +137,8 @@ def loglik(run, checkpoint, samples, batch_size, chunk_size, num_images, data_di
     click.echo(f"  ELBO            {_num(r['elbo'])} nats/image")
     click.echo(f"  KL              {_num(r['kl'])} nats/image")
     click.echo(f"  active units    {r['active_units']} of {r['latent_dim']}")
+    if note is not None:
+        click.echo(note, err=True)
 
 
 def _num(v, digits: int = 2) -> str:

@@ -2,7 +2,8 @@
 
 Off by default, so that the Python API prints nothing; the command line turns them on for
 one command (``progress_bars(True)``) unless given ``--quiet`` or ``--json``. Even then a
-bar is drawn only when stderr is a terminal, so logs and pipes stay clean.
+bar is drawn only when stderr is a terminal (:func:`on_terminal`), so logs and pipes stay
+clean; the training loops follow the same rule (``nacvae.train.loop``).
 """
 
 from __future__ import annotations
@@ -24,12 +25,15 @@ def progress_bars(enabled: bool):
         _enabled.reset(token)
 
 
-def shown() -> bool:
-    """Whether a bar started now would be drawn."""
-    if not _enabled.get():
-        return False
+def on_terminal() -> bool:
+    """Whether stderr is a terminal: the one condition under which any bar is drawn."""
     isatty = getattr(sys.stderr, "isatty", None)
     return bool(isatty and isatty())
+
+
+def shown() -> bool:
+    """Whether a bar started now would be drawn."""
+    return _enabled.get() and on_terminal()
 
 
 def bar(iterable=None, total: int | None = None, desc: str | None = None, unit: str = "it"):

@@ -6,7 +6,7 @@ pretraining run folder, a pretraining checkpoint, a plain backbone state dict as
 or the seeded random baseline with the architecture and heads pretraining would build.
 It also says which dataset to evaluate on, by default the one the encoder was trained
 on. ``encoder_summary`` picks the fields of its description that identify what was
-evaluated, and ``record`` appends a result to a run's metrics.
+evaluated, and ``record`` appends a result to a run's metrics when the run can be written.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from torch import nn
 from nacvae import presets
 from nacvae.checks import check_int
 from nacvae.data.catalog import open_dataset
-from nacvae.errors import CheckpointError, ConfigError
+from nacvae.errors import CheckpointError, ConfigError, StorageError
 from nacvae.models.backbones import ARCHITECTURES, build_backbone, stem_for
 from nacvae.presets import default_arch
 from nacvae.runs import append_metrics, read_config
@@ -173,9 +173,19 @@ def encoder_summary(meta: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def record(run: str | Path, event: str, result: dict[str, Any]) -> None:
-    """Append ``{"event": event, "time": ..., **result}`` to the run's metrics file."""
-    append_metrics(Path(run), {"event": event, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **_plain(result)})
+def record(run: str | Path, event: str, result: dict[str, Any]) -> str | None:
+    """Append ``{"event": event, "time": ..., **result}`` to the run's metrics file.
+
+    Returns None, or, when the file cannot be written (a colleague's read-only run, a full
+    disk), the sentence saying that the result was not recorded: a result computed at length
+    is worth having all the same, so this is not an error. Every evaluator records here."""
+    try:
+        append_metrics(Path(run), {"event": event, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **_plain(result)})
+    except StorageError as exc:
+        reason = str(exc).rstrip(".")
+        reason = "t" + reason[1:] if reason.startswith("The ") else reason  # mid-sentence now
+        return f"The result was not recorded in {run}: {reason}."
+    return None
 
 
 def _plain(result: dict[str, Any]) -> dict[str, Any]:

@@ -27,20 +27,20 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import pyro
 import pyro.distributions as dist
 import torch
 
-from nacvae.checks import check_int
+from nacvae.checks import check_int, check_seed
 from nacvae.devices import resolve_device
 from nacvae.errors import ConfigError
+from nacvae.eval.encoders import record as record_result
 from nacvae.eval.loglik import DEFAULT_ELEMENT_BUDGET, images_for, importance_log_likelihood
 from nacvae.eval.vae_runs import load_vae_with_test_images
 from nacvae.models.vae import analytic_kl
-from nacvae.runs import append_metrics
+from nacvae.progress import bar
 
 __all__ = ["GapBudget", "gaussian_elbo", "fit_optimal_gaussian", "inference_gaps", "vae_gaps", "evaluate_gap_run",
            "GAP_KEYS"]
@@ -206,7 +206,7 @@ def vae_gaps(vae, images: torch.Tensor, budget: GapBudget = GapBudget(), batch_s
     was_training = vae.training
     vae.eval()
     try:
-        with pyro.get_param_store().scope():
+        with pyro.get_param_store().scope(), bar(total=images.shape[0], desc="inference gap", unit="image") as progress:
             for start in range(0, images.shape[0], batch_size):
                 x = images_for(vae, images[start:start + batch_size], ref.device, ref.dtype)
                 with torch.no_grad():
@@ -218,6 +218,7 @@ def vae_gaps(vae, images: torch.Tensor, budget: GapBudget = GapBudget(), batch_s
 
                 for key, value in inference_gaps(log_likelihood, mu, sigma, budget, generator, chunk).items():
                     parts.setdefault(key, []).append(value)
+                progress.update(x.shape[0])
     finally:
         vae.train(was_training)
     means = {key: torch.cat(values).mean().item() for key, values in parts.items()}
@@ -245,9 +246,11 @@ def evaluate_gap_run(run, budget: GapBudget = GapBudget(), num_images: int | Non
                      record: bool = True) -> dict:
     """``nacvae eval gap``: the gaps of a VAE run folder or checkpoint on the first
     ``num_images`` test images (None: 500, or all if there are fewer), observed as in training. With a run folder and
-    ``record``, ``{"event": "eval_gap", ...}`` is appended to its metrics."""
+    ``record``, ``{"event": "eval_gap", ...}`` is appended to its metrics; when that cannot be
+    written, ``not_recorded`` holds the sentence that says so."""
     budget.validate()
     check_int("batch-size", batch_size)
+    check_seed(seed)
     dev = resolve_device(device)
     vae, meta, x = load_vae_with_test_images(run, dev, num_images, data_dir)
     x = x[:num_images if num_images is not None else DEFAULT_GAP_IMAGES]
@@ -258,7 +261,7 @@ def evaluate_gap_run(run, budget: GapBudget = GapBudget(), num_images: int | Non
                    "budget": dataclasses.asdict(budget),
                    "seconds": time.perf_counter() - started})
     if record and meta["run"] is not None:
-        plain = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.items()}
-        append_metrics(Path(meta["run"]), {"event": "eval_gap", "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                           **plain})
+        note = record_result(meta["run"], "eval_gap", result)
+        if note is not None:
+            result["not_recorded"] = note
     return result

@@ -20,6 +20,7 @@ from pyro.poutine.util import prune_subsample_sites
 
 from nacvae.errors import ConfigError
 from nacvae.models.vae import VAE, active_units, analytic_kl
+from nacvae.progress import bar
 
 __all__ = ["importance_log_likelihood", "evaluate_vae", "DEFAULT_ELEMENT_BUDGET"]
 
@@ -201,7 +202,8 @@ def evaluate_vae(
     vae.eval()
     loglik, elbo, kl, mus = [], [], [], []
     try:
-        with torch.no_grad(), pyro.get_param_store().scope():
+        with torch.no_grad(), pyro.get_param_store().scope(), \
+                bar(total=images.shape[0], desc="log p(x)", unit="image") as progress:
             for start in range(0, images.shape[0], int(batch_size)):
                 x = images_for(vae, images[start : start + int(batch_size)], ref.device, ref.dtype)
                 loglik.append(importance_log_likelihood(vae.model, vae.guide, x, num_samples, chunk_size))
@@ -211,6 +213,7 @@ def evaluate_vae(
                 elbo.append(vae.likelihood_dist(z).log_prob(x) - kl_b)
                 kl.append(kl_b)
                 mus.append(mu)
+                progress.update(x.shape[0])
     finally:
         vae.train(was_training)
     loglik_t = torch.cat(loglik).double()

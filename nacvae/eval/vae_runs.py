@@ -11,7 +11,6 @@ training loop.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -20,13 +19,14 @@ import pyro
 import torch
 
 from nacvae.checkpoint import load_checkpoint
-from nacvae.checks import check_int
+from nacvae.checks import check_int, check_seed
 from nacvae.devices import resolve_device
 from nacvae.errors import CheckpointError, ConfigError
+from nacvae.eval.encoders import record as record_result
 from nacvae.eval.loglik import evaluate_vae
 from nacvae.models.vae import VAE
 from nacvae.models.vae_inputs import observed_test_images
-from nacvae.runs import append_metrics, run_checkpoint
+from nacvae.runs import run_checkpoint
 
 __all__ = ["evaluate_run", "load_vae", "load_vae_with_test_images"]
 
@@ -96,7 +96,8 @@ def evaluate_run(run: str | Path | None = None, checkpoint: str | Path | None = 
     Give a VAE ``run`` folder or a ``checkpoint``. The first ``num_images`` test images
     (default all) of the VAE's dataset are evaluated with ``samples`` importance samples
     each (``evaluate_vae``); randomness is seeded with ``seed``. With a run folder and
-    ``record``, ``{"event": "eval_loglik", ...}`` is appended to its metrics. Returns
+    ``record``, ``{"event": "eval_loglik", ...}`` is appended to its metrics; when that
+    cannot be written, ``not_recorded`` holds the sentence that says so. Returns
     evaluate_vae's fields plus what identifies the VAE (init, dataset, arch, likelihood,
     latent_dim, step, ...) and ``seconds``.
     """
@@ -105,6 +106,7 @@ def evaluate_run(run: str | Path | None = None, checkpoint: str | Path | None = 
     check_int("samples", samples)
     check_int("batch-size", batch_size)
     check_int("chunk-size", chunk_size, optional=True)
+    check_seed(seed)
     dev = resolve_device(device)
     vae, meta, x = load_vae_with_test_images(run if run is not None else checkpoint, dev, num_images, data_dir)
     pyro.set_rng_seed(int(seed) % 2**32)
@@ -118,7 +120,7 @@ def evaluate_run(run: str | Path | None = None, checkpoint: str | Path | None = 
         "seconds": time.perf_counter() - started,
     })
     if record and meta["run"] is not None:
-        plain = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.items()}
-        append_metrics(Path(meta["run"]), {"event": "eval_loglik", "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                           **plain})
+        note = record_result(meta["run"], "eval_loglik", result)
+        if note is not None:
+            result["not_recorded"] = note
     return result

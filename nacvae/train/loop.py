@@ -1,11 +1,12 @@
 """What the pretraining and VAE loops share: the seeded epoch order, values summed on the
 device between log steps, the checkpoint of the run and its non-finite guard, and the
-TensorBoard writer and progress bar. Each loop states only its step and its records.
+TensorBoard writer and progress display. Each loop states only its step and its records.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from tqdm import tqdm
 from nacvae import interrupts
 from nacvae.checkpoint import save_checkpoint
 from nacvae.errors import TrainingError
+from nacvae.progress import on_terminal
 from nacvae.seeds import SHUFFLE_STREAM, step_seed
 
 
@@ -112,13 +114,51 @@ def is_log_step(done: int, total: int, log_every: int, checkpoint_every: int) ->
     return done % log_every == 0 or done % checkpoint_every == 0 or done == total
 
 
+_LABELS = {"img_s": "images/s"}  # the bar's short names, spelt out in a log line
+
+
+class StepProgress:
+    """The loop's progress: a bar when stderr is a terminal, else one plain line per log step
+    (a log file or a pipe would otherwise fill with the bar's carriage-return redraws);
+    nothing at all when off (``--quiet``, or not rank 0)."""
+
+    def __init__(self, total: int, start: int, enabled: bool) -> None:
+        self.total, self.enabled = total, enabled
+        self._bar = (tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, file=sys.stderr)
+                     if enabled and on_terminal() else None)
+
+    def update(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def logged(self, done: int, **values: str) -> None:
+        """A log step's values, shown beside the bar or as the line of step ``done``."""
+        if self._bar is not None:
+            self._bar.set_postfix(values)
+        elif self.enabled:
+            shown = "  ".join(f"{_LABELS.get(name, name)} {value}" for name, value in values.items())
+            print(f"step {done}/{self.total}  {shown}", file=sys.stderr, flush=True)
+
+    def write(self, message: str) -> None:
+        """A message on stderr that leaves the bar intact (shown even when the bar is off)."""
+        if self._bar is not None:
+            self._bar.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
 @contextlib.contextmanager
 def events_and_bar(out: Path, total: int, start: int, resume: bool, writer: bool = True,
-                   bar: bool = True) -> Iterator[tuple[SummaryWriter | None, tqdm]]:
-    """The run's TensorBoard writer (None when ``writer`` is off: not rank 0) and a progress bar,
-    both closed however the loop ends; a resumed run's events after ``start`` are purged."""
+                   bar: bool = True) -> Iterator[tuple[SummaryWriter | None, StepProgress]]:
+    """The run's TensorBoard writer (None when ``writer`` is off: not rank 0) and its progress
+    (``StepProgress``, off unless ``bar``), both closed however the loop ends; a resumed run's
+    events after ``start`` are purged."""
     events = SummaryWriter(str(out / "tb"), purge_step=start if resume else None) if writer else None
-    progress = tqdm(total=total, initial=start, disable=not bar, unit="step", dynamic_ncols=True)
+    progress = StepProgress(total, start, bar)
     try:
         yield events, progress
     finally:

@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from nacvae import __version__, distributed, registry
 from nacvae.checkpoint import input_description, load_checkpoint, restore_training_state
@@ -39,7 +37,8 @@ from nacvae.runs import (
 )
 from nacvae.seeds import step_seed
 from nacvae.train.config import PretrainConfig, check_world_size, saved_config, schedule_steps, validate_config
-from nacvae.train.loop import EpochOrder, RunCheckpoint, RunState, Window, events_and_bar, is_log_step, steps
+from nacvae.train.loop import (EpochOrder, RunCheckpoint, RunState, StepProgress, Window, events_and_bar, is_log_step,
+                               steps)
 from nacvae.train.methods import build_method, prepare_method
 from nacvae.train.optim import build_optimizer, build_scheduler
 from nacvae.train.pictures import view_pairs
@@ -299,7 +298,7 @@ def _log(run: _Run, window: Window, done: int, a1: torch.Tensor, views, writer, 
         append_metrics(run.out, record)
         if run.monitor is not None:
             _watch_collapse(run.monitor, record, run.run_config, cfg, run.warmup_steps, run.out, bar)
-        bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
+        bar.logged(done, loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
         if done % run.checkpoint_every == 0 and done < run.total_steps:
             run.checkpoint.save(done)
     window.reset()
@@ -321,18 +320,17 @@ def _tensorboard_tag(key: str) -> str:
 
 
 def _watch_collapse(monitor: CollapseMonitor, record: dict[str, Any], run_config: dict[str, Any],
-                    cfg: PretrainConfig, warmup_steps: int, out: Path, bar: tqdm) -> None:
+                    cfg: PretrainConfig, warmup_steps: int, out: Path, bar: StepProgress) -> None:
     """Warn once (and record it in config.json) when NAC sits in its trivial solution."""
     event = monitor.update(record["step"], record["code_abs_mean"], record["loss_minus_log2b"])
     if event == "collapsed":
         bar.write(collapse_message(monitor.collapsed_at, record["code_abs_mean"], record["loss_minus_log2b"],
                                    warmup_steps, cfg.lr, cfg.options["flip_prob"],
-                                   cfg.options["l2_weight"] if cfg.options["momentum"] else None),
-                  file=sys.stderr)
+                                   cfg.options["l2_weight"] if cfg.options["momentum"] else None))
         run_config.update(collapsed=True, collapsed_at_step=monitor.collapsed_at)
         write_config(out, run_config)
     elif event == "escaped":
-        bar.write(f"NAC's codes have left the trivial solution again at step {monitor.escaped_at}.", file=sys.stderr)
+        bar.write(f"NAC's codes have left the trivial solution again at step {monitor.escaped_at}.")
         run_config.update(collapse_escaped_at_step=monitor.escaped_at)
         write_config(out, run_config)
 

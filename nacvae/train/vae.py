@@ -313,7 +313,8 @@ def _log(run: _Run, window: Window, done: int, kl_weight: float, writer, bar) ->
         if key not in ("event", "step"):
             writer.add_scalar(f"train/{key}", value, done)
     append_metrics(run.out, record)
-    bar.set_postfix(elbo=f"{record['elbo']:.2f}", kl=f"{kl_m:.2f}")
+    bar.logged(done, loss=f"{loss_m:.2f}", elbo=f"{record['elbo']:.2f}", kl=f"{kl_m:.2f}",
+               img_s=f"{record['images_per_s']:.0f}")
     window.reset()
 
 
