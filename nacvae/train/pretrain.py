@@ -310,7 +310,7 @@ def _tell_bad_images(bad: BadImages | None, bar) -> None:
         return
     for message in bad.take_news():
         what = message.split("; ", 1)[0]  # the advice after it is for a run that stops
-        bar.write(f"{what}; skipped (--skip-bad-images).", file=sys.stderr)
+        bar.write(f"{what}; skipped (--skip-bad-images).")
 
 
 def _tensorboard_tag(key: str) -> str:
