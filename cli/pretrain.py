@@ -101,7 +101,8 @@ def pretrain(out: str | None, resume: bool, quiet: bool, compile_: bool | None, 
             out = str(default_runs_root() / new_run_name("pretrain", data, tag))
         run = run_pretrain(cfg, Path(out), resume=resume, progress=not quiet, dist_timeout=dist_timeout)
     except NacvaeError as exc:
-        if not distributed.is_main():
+        # A lost process is reported by every survivor: rank 0 may be the one lost.
+        if not distributed.is_main() and not isinstance(exc, distributed.ProcessLost):
             from nacvae.cli.main import report_to_launcher
 
             report_to_launcher(exc)  # torchrun's summary shows it, should this rank stop first

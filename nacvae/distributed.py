@@ -26,14 +26,14 @@ import torch
 import torch.distributed as dist
 
 from nacvae import errors
-from nacvae.errors import ConfigError, NacvaeError
+from nacvae.errors import ConfigError, NacvaeError, TrainingError
 
 T = TypeVar("T")
 
 __all__ = [
-    "DEFAULT_TIMEOUT_MINUTES", "agree", "all_reduce_sum", "barrier", "collective_timeout", "gather_no_grad",
-    "gather_with_grad", "is_distributed", "is_main", "launched_by_torchrun", "local_rank", "process_group", "rank",
-    "world_size",
+    "DEFAULT_TIMEOUT_MINUTES", "ProcessLost", "agree", "all_reduce_sum", "barrier", "collective_timeout",
+    "gather_no_grad", "gather_with_grad", "is_distributed", "is_main", "launched_by_torchrun", "local_rank",
+    "lost_process_error", "lost_processes_as_error", "process_group", "rank", "world_size",
 ]
 
 # How long a process waits in one collective before the job is aborted. NCCL's own default
@@ -230,3 +230,48 @@ def agree(fn: Callable[[], T], main_first: bool = False) -> T:
         attempt()
     _shared_error(error[0])
     return result[0]
+
+
+class ProcessLost(TrainingError):
+    """Another process of the job died or stopped answering in a collective. Every process
+    that sees it reports it, not only rank 0: rank 0 may be the lost one."""
+
+
+# A collective's RuntimeError comes from the backend when it is a DistError or names gloo or
+# NCCL (gloo's name the source file, such as gloo/transport/tcp/pair.cc); it means the other
+# process is gone (killed, its machine down, the network cut) unless it timed out, which
+# means silent (SIGSTOP, a hung machine).
+_BACKEND = ("gloo", "nccl", "connection reset by peer", "connection closed by peer")
+_SILENT = ("timed out", "timeout")
+
+
+def lost_process_error(exc: BaseException, timeout: timedelta) -> str | None:
+    """What happened, when a collective failed with ``exc`` because another process is gone
+    or silent ("Rank 1 of the 2 processes was lost"); None for any other error."""
+    if not isinstance(exc, RuntimeError) or not is_distributed():
+        return None
+    text = str(exc).lower()
+    if not (isinstance(exc, dist.DistError) or any(marker in text for marker in _BACKEND)):
+        return None
+    world = dist.get_world_size()
+    # With two processes the lost one is the other; with more, neither gloo nor NCCL says
+    # which (gloo names an address and port, not a rank).
+    who = f"Rank {1 - dist.get_rank()} of the 2 processes" if world == 2 else "Another process of the job"
+    if any(marker in text for marker in _SILENT):
+        return f"{who} did not answer for {timeout.total_seconds() / 60:g} minutes (--dist-timeout)"
+    return f"{who} was lost (it was killed, or its machine or network failed)"
+
+
+@contextmanager
+def lost_processes_as_error(timeout: timedelta, next_step: Callable[[], str]) -> Iterator[None]:
+    """Around the training inside :func:`process_group`: a collective that fails because
+    another process is gone or silent becomes one :class:`ProcessLost` sentence instead of
+    the backend's traceback. ``next_step()`` (called after the failure, once the block has
+    cleaned up) says what to do, for example the resume command."""
+    try:
+        yield
+    except RuntimeError as exc:
+        what = lost_process_error(exc, timeout)
+        if what is None:
+            raise
+        raise ProcessLost(f"{what}, so training stopped; {next_step()}.") from exc

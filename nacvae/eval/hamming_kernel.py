@@ -9,9 +9,17 @@ The relevant items are then counting-sorted by distance into rank order and AP i
 summed over them: the same additions, in the same order, as a loop over the sorted
 gallery, so the value is identical to the numpy path's. Work per query is
 O(gallery + bits) with O(gallery) scratch, and queries run in parallel.
+
+The compiled kernel is cached on disk where numba can write (beside this file, or in the
+user's cache folder); where neither is writable (a read-only install and HOME) it is cached
+in a private folder under the temporary directory, else compiled anew in each process.
 """
 
 from __future__ import annotations
+
+import os
+import stat
+import tempfile
 
 import numpy as np
 
@@ -29,6 +37,46 @@ def available() -> bool:
     return numba is not None
 
 
+def _private_temp_dir() -> str | None:
+    """This user's own cache folder under the temporary directory (None: there is none).
+    One that someone else created or can write is refused: numba loads pickles from it."""
+    path = os.path.join(tempfile.gettempdir(), f"nacvae-numba-{os.getuid()}")
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        info = os.lstat(path)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+            path = tempfile.mkdtemp(prefix="nacvae-numba-")
+        tempfile.TemporaryFile(dir=path).close()  # what numba's own check does
+    except OSError:
+        return None
+    return path
+
+
+def _jit(fn, **options):
+    """``njit(cache=True)`` where some cache folder is writable, else ``njit`` without one.
+
+    numba looks for a writable cache folder when the function is decorated, and without
+    one raises "cannot cache function ...: no locator available"; NUMBA_CACHE_DIR
+    (numba.config.CACHE_DIR) is set to the temporary folder only while decorating.
+    """
+    try:
+        return njit(cache=True, **options)(fn)
+    except RuntimeError as exc:
+        if "no locator available" not in str(exc):
+            raise
+    folder = _private_temp_dir()
+    if folder is not None:
+        saved = numba.config.CACHE_DIR
+        numba.config.CACHE_DIR = folder
+        try:
+            return njit(cache=True, **options)(fn)
+        except RuntimeError:
+            pass
+        finally:
+            numba.config.CACHE_DIR = saved
+    return njit(cache=False, **options)(fn)
+
+
 if numba is not None:
 
     @intrinsic
@@ -42,7 +90,6 @@ if numba is not None:
 
         return types.uint64(types.uint64), codegen
 
-    @njit(cache=True, nogil=True, parallel=True)
     def _kernel(q_words, g_words, q_labels, g_labels, multi_hot, depth, num_bits, sums, found):
         num_q, num_w = q_words.shape
         num_g = g_words.shape[0]
@@ -103,6 +150,8 @@ if numba is not None:
                 total += hits / (p + 1)
             sums[i] = total
             found[i] = hits
+
+    _kernel = _jit(_kernel, nogil=True, parallel=True)
 
 
 def precision_sums(q_words, g_words, q_labels, g_labels, multi_hot: bool, depth: int,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,8 +143,18 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, progres
         raise ConfigError("--compile cannot be combined with --sync-bn, because torch.compile splits the graph "
                           "at every SyncBatchNorm layer; drop one of them.")
     with distributed.process_group(requested, timeout) as device:
-        with hold_run(out, resume, enabled=distributed.is_main(), share=distributed.agree):
-            return _train(cfg, out, resume, progress, device, per_rank)
+        # Outside hold_run, which records the run's status (or removes an untrained folder) first.
+        with distributed.lost_processes_as_error(timeout, lambda: _after_lost_process(out)):
+            with hold_run(out, resume, enabled=distributed.is_main(), share=distributed.agree):
+                return _train(cfg, out, resume, progress, device, per_rank)
+
+
+def _after_lost_process(out: Path) -> str:
+    """What to do once another process was lost: only rank 0 knows whether the folder was kept."""
+    if distributed.is_main() and not (out / CHECKPOINT).is_file():
+        return "nothing had been trained yet, so the run folder was removed: run the same command again"
+    return ("the run is marked failed and keeps its last checkpoint: continue it with the same launch, "
+            f"`torchrun ... -m nacvae pretrain --out {shlex.quote(str(out))} --resume`")
 
 
 @dataclass(kw_only=True)
