@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import signal
 import sys
 import threading
-import time
 
 
 def _leave(signum, frame):
@@ -24,6 +21,7 @@ import click  # noqa: E402
 
 from nacvae import __version__  # noqa: E402
 from nacvae import interrupts  # noqa: E402
+from nacvae.cli.launcher import report_to_launcher  # noqa: E402
 from nacvae.errors import NacvaeError, Terminated  # noqa: E402
 
 
@@ -75,21 +73,6 @@ class NacvaeGroup(click.Group):
                 raise
             click.echo("Interrupted.", err=True)
             sys.exit(130)
-
-
-def report_to_launcher(exc: Exception) -> None:
-    """Under torchrun, hand the sentence to the launcher too: its failure summary then shows
-    it as the root cause instead of a pointer to the traceback documentation, whichever
-    process failed first (torchrun stops the others, perhaps before they print)."""
-    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
-    if not path:
-        return
-    record = {"message": {"message": f"Error: {exc}", "extraInfo": {"timestamp": str(int(time.time()))}}}
-    try:
-        with open(path, "w") as f:
-            json.dump(record, f)
-    except OSError:
-        pass  # the launcher's report is a courtesy; the exit code still says it failed
 
 
 @click.group(cls=NacvaeGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from nacvae import presets, registry
+from nacvae.cli.launcher import report_to_launcher
 from nacvae.cli.options import (
     CONFIG_HELP, check_resume, data_options, given_method_options, method_options, shown, with_config_file,
 )
@@ -103,8 +104,6 @@ def pretrain(out: str | None, resume: bool, quiet: bool, compile_: bool | None, 
     except NacvaeError as exc:
         # A lost process is reported by every survivor: rank 0 may be the one lost.
         if not distributed.is_main() and not isinstance(exc, distributed.ProcessLost):
-            from nacvae.cli.main import report_to_launcher
-
             report_to_launcher(exc)  # torchrun's summary shows it, should this rank stop first
             sys.exit(2)  # every rank meets the same error; rank 0 prints it
         raise
