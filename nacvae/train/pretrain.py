@@ -35,7 +35,8 @@ from nacvae.devices import resolve_device
 from nacvae.errors import ConfigError
 from nacvae.methods.base import Method
 from nacvae.runs import (
-    CHECKPOINT, append_metrics, check_run_dir, hold_run, read_config, read_run_config, truncate_metrics, write_config
+    CHECKPOINT, append_metrics, check_run_dir, hold_run, read_config, read_run_config, starts_afresh, truncate_metrics,
+    write_config
 )
 from nacvae.seeds import step_seed
 from nacvae.train.config import PretrainConfig, check_world_size, saved_config, schedule_steps, validate_config
@@ -126,6 +127,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, progres
     # Only rank 0 takes the folder's lock, so only it asks whether someone holds it: another
     # rank could otherwise see rank 0's own lock.
     check_run_dir(out, resume, locked=not distributed.is_main())
+    afresh = resume and starts_afresh(out)  # nothing to continue: train its saved configuration from step 0
     if resume:
         cfg = saved_config(out, read_run_config(out, "pretrain", resuming=True)["pretrain"])
     validate_config(cfg)
@@ -139,8 +141,8 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, progres
         raise ConfigError("--compile cannot be combined with --sync-bn, because torch.compile splits the graph "
                           "at every SyncBatchNorm layer; drop one of them.")
     with distributed.process_group(requested, timeout) as device:
-        with hold_run(out, resume, enabled=distributed.is_main(), share=distributed.agree):
-            return _train(cfg, out, resume, progress, device, per_rank)
+        with hold_run(out, resume, enabled=distributed.is_main(), afresh=afresh, share=distributed.agree):
+            return _train(cfg, out, resume and not afresh, progress, device, per_rank)
 
 
 @dataclass(kw_only=True)
