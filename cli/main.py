@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import signal
 import sys
 import threading
@@ -57,8 +58,9 @@ class NacvaeGroup(click.Group):
         except OSError as exc:
             from nacvae.files import DISK_FULL, NOT_WRITABLE, storage_error
 
-            # Writes outside nacvae.files (TensorBoard events, figures) that the disk refused.
-            if exc.errno not in DISK_FULL | NOT_WRITABLE:
+            # Writes outside nacvae.files (TensorBoard events, figures) that the disk refused,
+            # and a path given with a name too long for the file system, wherever it is used.
+            if exc.errno not in DISK_FULL | NOT_WRITABLE | {errno.ENAMETOOLONG}:
                 raise
             click.echo(f"Error: {storage_error(exc, exc.filename)}", err=True)
             sys.exit(2)

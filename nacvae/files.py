@@ -1,6 +1,7 @@
 """Writing files that a user keeps: atomically, with the user's umask, and with one clear
-sentence when the disk is full or the folder is not writable; and the lock that gives a
-folder a single writing process.
+sentence when the disk is full, the folder is not writable or a name is too long; reading
+back the JSON files written here (``read_json``), with one sentence naming a damaged file;
+and the lock that gives a folder a single writing process.
 
 Every file nacvae itself writes (run configurations, checkpoints, metrics, exports, study
 tables) goes through this module; TensorBoard events and figures are written by their
@@ -22,13 +23,15 @@ import shutil
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
-from nacvae.errors import ConfigError, StorageError
+from nacvae.errors import CheckpointError, ConfigError, StorageError
 
 LOCK_NAME = ".lock"
 
 # errno values that mean "no room to write", and "not allowed to write here".
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
+# The length a file system allows for one folder or file name where it does not say.
+NAME_MAX = 255
 
 
 def storage_error(exc: OSError, path: str | Path | None) -> StorageError:
@@ -40,6 +43,11 @@ def storage_error(exc: OSError, path: str | Path | None) -> StorageError:
 
 
 def _storage_error(exc: OSError, path: str | Path | None) -> StorageError:
+    if exc.errno == errno.ENAMETOOLONG:  # met on reading as on writing, so worded for both
+        if path is None:
+            return StorageError("A path is longer than the file system allows.")
+        return StorageError(f"{path} cannot be used: a folder or file name in it is longer than the file system "
+                            "allows.")
     if path is None:
         if exc.errno in DISK_FULL:
             return StorageError("The disk is full: a file could not be written.")
@@ -55,6 +63,49 @@ def _storage_error(exc: OSError, path: str | Path | None) -> StorageError:
 def is_storage_failure(exc: BaseException) -> bool:
     """Whether ``exc`` is a write that the disk or the folder's permissions refused."""
     return isinstance(exc, (StorageError, OSError)) and getattr(exc, "errno", None) in DISK_FULL | NOT_WRITABLE
+
+
+def check_name_lengths(path: str | Path) -> None:
+    """Refuse, before anything is created, a path with a folder or file name longer than its
+    file system allows (``pathlib`` then raises ENAMETOOLONG from a mere ``exists()``)."""
+    path = Path(path)
+    ancestor = path.absolute()
+    while True:
+        try:
+            if ancestor.exists():
+                break
+        except OSError:
+            pass
+        ancestor = ancestor.parent
+    try:
+        limit = os.pathconf(ancestor, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = NAME_MAX
+    for name in path.parts:
+        size = len(os.fsencode(name))
+        if size > limit:
+            shown = name if len(name) <= 24 else name[:20] + "..."
+            raise ConfigError(f"{path} cannot be used: the name '{shown}' has {size} bytes, more than the {limit} "
+                              "the file system allows for one folder or file name.")
+
+
+def read_json(path: str | Path, fix: str | None = None,
+              check: Callable[[Any], str | None] | None = None) -> Any:
+    """The value of a JSON file that nacvae wrote, checked: a file that is cut short, junk or
+    (``check`` returns what is wrong with the value) not what it should be ends in one
+    sentence naming it, followed by ``fix``, what to do about it, when given."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        problem = "it is not valid JSON"
+    except OSError as exc:
+        raise CheckpointError(f"{path} cannot be read ({exc.strerror or exc}).") from None
+    else:
+        problem = check(value) if check is not None else None
+        if problem is None:
+            return value
+    raise CheckpointError(f"{path} is damaged: {problem}" + (f"; {fix}" if fix else "") + ".")
 
 
 def make_dirs(path: str | Path) -> list[Path]:

@@ -16,14 +16,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from nacvae.errors import CheckpointError, ConfigError, StorageError
 from nacvae.files import (
-    DISK_FULL, LOCK_NAME, FolderLock, append_line, is_storage_failure, make_dirs, remove_dirs,
-    remove_tree, rewrite_in_place, write_json, write_text,
+    DISK_FULL, LOCK_NAME, FolderLock, append_line, check_name_lengths, is_storage_failure, make_dirs, remove_dirs,
+    read_json, remove_tree, rewrite_in_place, write_json, write_text,
 )
 
 CONFIG = "config.json"
@@ -45,15 +46,15 @@ def new_run_name(kind: str, dataset: str, tag: str) -> str:
 def check_run_dir(out: Path, resume: bool, locked: bool = False) -> None:
     """Check, without creating anything, that ``out`` can hold a run: new or empty unless
     resuming, not in use by another process (``locked``: this one holds it), and inside a
-    writable folder."""
+    writable folder. A run folder without a checkpoint can be resumed too: it then starts
+    afresh (``starts_afresh``)."""
     out = Path(out)
+    check_name_lengths(out)
     if out.is_dir() and not locked:
         FolderLock(out).check_free("run folder")
     if resume:
         if not (out / CONFIG).is_file():
             raise ConfigError(f"Cannot resume: {out} is not a run folder (no {CONFIG}).")
-        if not (out / CHECKPOINT).is_file():
-            raise ConfigError(f"Cannot resume: {out} holds no checkpoint yet; start it again without --resume.")
     elif out.exists() and (not out.is_dir() or _used(out)):
         raise ConfigError(f"The output folder {out} is already used; choose another --out or pass --resume.")
     ancestor = out.absolute()
@@ -61,6 +62,13 @@ def check_run_dir(out: Path, resume: bool, locked: bool = False) -> None:
         ancestor = ancestor.parent
     if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
         raise ConfigError(f"The output folder {out} cannot be created: {ancestor} is not a writable folder.")
+
+
+def starts_afresh(out: Path) -> bool:
+    """Whether ``--resume`` on the run folder ``out`` starts it again from step 0: it has no
+    checkpoint (deleted, or never written), so nothing of its training is kept, but its saved
+    configuration says what to train."""
+    return not (Path(out) / CHECKPOINT).is_file()
 
 
 def _used(folder: Path) -> bool:
@@ -84,17 +92,15 @@ def read_config(run: Path) -> dict[str, Any]:
     path = Path(run) / CONFIG
     if not path.is_file():
         raise CheckpointError(f"{run} is not a nacvae run folder (no {CONFIG}).")
-    try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is damaged: it is not valid JSON.") from exc
-    except OSError as exc:
-        raise CheckpointError(f"{path} cannot be read ({exc.strerror}).") from exc
+    return read_json(path, check=_config_problem)
+
+
+def _config_problem(config: Any) -> str | None:
     if not isinstance(config, dict):
-        raise CheckpointError(f"{path} is damaged: it does not hold a run configuration.")
+        return "it does not hold a run configuration"
     if config.get("kind") not in KINDS:
-        raise CheckpointError(f"{path} is damaged: it does not say whether it is a pretraining or a VAE run.")
-    return config
+        return "it does not say whether it is a pretraining or a VAE run"
+    return None
 
 
 def read_run_config(run: Path, kind: str, resuming: bool = False) -> dict[str, Any]:
@@ -186,8 +192,8 @@ def find_latest_run(root: Path, kind: str, **match: Any) -> Path | None:
 class RunFolder:
     """A run folder held by one training process (see ``hold_run``)."""
 
-    def __init__(self, path: Path, resume: bool) -> None:
-        self.path, self.resume = Path(path), resume
+    def __init__(self, path: Path, resume: bool, afresh: bool = False) -> None:
+        self.path, self.resume, self.afresh = Path(path), resume, afresh
         self.created: list[Path] = []
         self.lock = FolderLock(self.path)
 
@@ -207,10 +213,24 @@ class RunFolder:
             # Checked again under the lock: another process may have used the folder
             # between the first check and taking the lock.
             check_run_dir(self.path, self.resume, locked=True)
+            if self.afresh:
+                self._clear()
         except BaseException:
             self.lock.release()
             raise
         return self
+
+    def _clear(self) -> None:
+        """Make way for a resumed run that starts afresh: what its earlier start left (metrics,
+        events, a checkpoint folder without a checkpoint) goes; its configuration stays, so
+        that it can be resumed again should this start fail too."""
+        if self.checkpoint.is_file():  # another process trained it between the checks and the lock
+            raise ConfigError(f"{self.path} has been given a checkpoint meanwhile; continue it with --resume.")
+        sys.stderr.write(f"{self.path} holds no checkpoint, so the run starts afresh in place with its saved "
+                         "configuration.\n")
+        for name in (METRICS, "tb", CHECKPOINT.parent):
+            p = self.path / name
+            remove_tree(p) if p.is_dir() else p.unlink(missing_ok=True)
 
     def _remove(self) -> None:
         """Remove what this process made of a run that trained nothing."""
@@ -261,6 +281,10 @@ class RunFolder:
             fix = "free some space" if full else "make the folder writable"
             return StorageError(f"{problem}; the last checkpoint{at} is intact and the run is marked failed, so "
                                 f"{fix} and continue it with --resume.")
+        if self.resume:  # started afresh: the folder keeps its configuration
+            fix = "free some space" if full else "make the folder writable"
+            return StorageError(f"{problem}; nothing had been trained yet and the run is marked failed, so {fix} "
+                                "and start it again with --resume.")
         return StorageError(f"{problem}; nothing had been trained yet, so the run folder was removed.")
 
 
@@ -274,7 +298,7 @@ def _checkpoint_step(path: Path) -> int | None:
 
 
 @contextlib.contextmanager
-def hold_run(out: str | Path, resume: bool, enabled: bool = True,
+def hold_run(out: str | Path, resume: bool, enabled: bool = True, afresh: bool = False,
              share: Callable[[Callable[[], Any]], Any] = lambda fn: fn()) -> Iterator[RunFolder | None]:
     """Check, create and lock the run folder ``out`` for the training inside the block.
 
@@ -284,9 +308,11 @@ def hold_run(out: str | Path, resume: bool, enabled: bool = True,
     "interrupted" (Ctrl-C, SIGTERM) or "failed", and a full disk or unwritable folder ends
     in one sentence saying what is kept. ``enabled`` False (ranks other than 0 under
     torchrun) does nothing; ``share`` calls the opening (``distributed.agree``: so that
-    every process fails alike when the folder is taken).
+    every process fails alike when the folder is taken). ``afresh`` (a resumed run that
+    ``starts_afresh``): the folder is cleared for step 0 but for its configuration, which is
+    kept after a failure as for any resumed run.
     """
-    folder = share(lambda: RunFolder(Path(out), resume).open() if enabled else None)
+    folder = share(lambda: RunFolder(Path(out), resume, afresh).open() if enabled else None)
     if folder is None:
         yield None
         return

@@ -11,7 +11,7 @@ import torch
 from nacvae.checkpoint import backbone_state_dict, check_meta, input_description, load_checkpoint
 from nacvae.data.sources import channel_stats, load_dataset
 from nacvae.errors import CheckpointError, ConfigError
-from nacvae.files import save_torch
+from nacvae.files import check_name_lengths, save_torch
 from nacvae.models.backbones import build_backbone, stem_for
 from nacvae.models.heads import PretrainEncoder
 from nacvae.runs import CHECKPOINT
@@ -76,6 +76,7 @@ def export_backbone(path: str | Path, out: str | Path, overwrite: bool = False) 
     the input the backbone expects: channels, image size, mean and std.
     """
     out = Path(out)
+    check_name_lengths(out)
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} already exists; pass --force to replace it.")
     if out.is_dir():

@@ -14,19 +14,18 @@ only when a study runs.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from nacvae.files import FolderLock, write_json
+from nacvae.files import FolderLock, check_name_lengths, write_json
 from nacvae.registry import settings_for
 from nacvae.runs import check_run_dir, create_run_dir, read_metrics
-from nacvae.studies.folders import add_seconds, fix_plan, seeds_to_run, stage_state
+from nacvae.studies.folders import add_seconds, fix_plan, read_rows, seeds_to_run, stage_state, study_seconds
 from nacvae.studies.presets import (
     INITS, PRESETS, RETRIEVAL_NAC, RETRIEVAL_OF, TAUGHT, TEACHER_INIT, Preset, lookup_preset, resolve_methods
 )
-from nacvae.studies.report import COLUMNS, write_results
+from nacvae.studies.report import COLUMNS, ROW_KEYS, study_rows, write_results
 
 
 def run_study(preset: str | Preset, out: str | Path, seeds: int = 1, data_dir: str | None = None,
@@ -50,6 +49,7 @@ def run_study(preset: str | Preset, out: str | Path, seeds: int = 1, data_dir: s
     # Option values are checked before anything is written.
     given = {} if flip_prob is None else {"flip_prob": flip_prob}
     resolve_config(preset.data, **{**preset.pretrain, "arch": preset.arch, **given})
+    check_name_lengths(out)
     if not (resume and out.is_dir()):
         check_run_dir(out, resume=False)
     torch_device = resolve_device(device)
@@ -66,11 +66,15 @@ def run_study(preset: str | Preset, out: str | Path, seeds: int = 1, data_dir: s
     if any(m in wanted for m in TAUGHT):
         header["teacher"] = f"the same seed's {TEACHER_INIT} encoder"
 
+    # Every seed's files are read before anything is trained, so that a damaged one stops
+    # the study at once rather than after the seeds before it.
+    study_rows(out)
+    study_seconds(out)
     fix_plan(out, header)
     results = None
     for seed in todo:
         rows_file = out / f"seed-{seed}" / "rows.json"
-        rows = json.loads(rows_file.read_text()) if rows_file.is_file() else []
+        rows = read_rows(rows_file, ROW_KEYS) if rows_file.is_file() else []
         done = {r["init"] for r in rows}
         if all(i in done for i in wanted):
             continue
@@ -84,7 +88,7 @@ def run_study(preset: str | Preset, out: str | Path, seeds: int = 1, data_dir: s
         # One process per seed folder; others may run other seeds of the study meanwhile.
         with FolderLock(rows_file.parent).acquire("seed folder"):
             if rows_file.is_file():  # another process may have finished the seed meanwhile
-                rows[:] = json.loads(rows_file.read_text())
+                rows[:] = read_rows(rows_file, ROW_KEYS)
                 done = {r["init"] for r in rows}
             _run_seed(preset, seed, out / f"seed-{seed}", pretrain_overrides, wanted, done, data_dir, device,
                       torch_device, progress, log, emit)

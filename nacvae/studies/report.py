@@ -6,14 +6,13 @@ naming each encoder as the paper does) and the figures, all written into the stu
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 from typing import Any
 
 from nacvae.files import write_json, write_text
 from nacvae.runs import read_metrics
-from nacvae.studies.folders import study_seconds
+from nacvae.studies.folders import read_rows, study_seconds
 from nacvae.studies.presets import ALL_INITS, RETRIEVAL_NAC, RETRIEVAL_OF
 
 # The columns of the results table: (key in a row, header, format, higher is better)
@@ -30,6 +29,10 @@ COLUMNS = [
 ]
 
 
+# What every row of the encoder study has, and its tables use.
+ROW_KEYS = ("seed", "init")
+
+
 def summary(values: list[float]) -> dict[str, float]:
     """Mean, sample standard deviation (0 for one value) and count over seeds."""
     mean = statistics.fmean(values)
@@ -41,7 +44,7 @@ def study_rows(out: Path) -> list[dict[str, Any]]:
     """Every row of every seed folder of a study, in (seed, encoder) order."""
     rows = []
     for path in Path(out).glob("seed-*/rows.json"):
-        rows.extend(json.loads(path.read_text()))
+        rows.extend(read_rows(path, ROW_KEYS))
     order = {init: i for i, init in enumerate(ALL_INITS)}
     return sorted(rows, key=lambda r: (r["seed"], order.get(r["init"], len(order))))
 

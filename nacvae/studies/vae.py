@@ -13,18 +13,17 @@ seed and VAE by VAE (``resume=True``); the tables are in ``nacvae.studies.vae_re
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from nacvae.errors import ConfigError
-from nacvae.files import write_json
+from nacvae.files import check_name_lengths, write_json
 from nacvae.registry import settings_for
 from nacvae.runs import CONFIG, check_run_dir, create_run_dir, read_config, read_metrics
-from nacvae.studies.folders import add_seconds, fix_plan, seeds_to_run, stage_state
+from nacvae.studies.folders import add_seconds, fix_plan, read_rows, seeds_to_run, stage_state, study_seconds
 from nacvae.studies.presets import INITS, MODES, OBJECTIVES, VAE_OPTIONS, VAE_PRESETS, VAEStudyPreset, lookup_preset
-from nacvae.studies.vae_report import write_results
+from nacvae.studies.vae_report import ROW_KEYS, study_rows, write_results
 
 # Pretraining settings that say how a run was executed, not what it trained.
 NOT_COMPARED = ("device", "data_dir", "download", "checkpoint_every", "log_every", "threads")
@@ -91,6 +90,7 @@ def run_vae_study(preset: str | VAEStudyPreset, out: str | Path, seeds: int = 1,
     resolve_vae_config(preset.data, init="random", arch=preset.arch, **vae_settings)
     if encoders_from is not None and not (Path(encoders_from) / "study.json").is_file():
         raise ConfigError(f"--encoders-from {encoders_from} is not a study folder (it has no study.json).")
+    check_name_lengths(out)
     if not (resume and out.is_dir()):
         check_run_dir(out, resume=False)
     create_run_dir(out)
@@ -102,12 +102,15 @@ def run_vae_study(preset: str | VAEStudyPreset, out: str | Path, seeds: int = 1,
                   loglik_samples=preset.loglik_samples, loglik_images=preset.loglik_images, gap=preset.gap)
     if encoders_from is not None:
         header["encoders_from"] = str(encoders_from)
+    # Every seed's files are read before anything is trained (as in the encoder study).
+    study_rows(out)
+    study_seconds(out)
     fix_plan(out, header)
     results = None
     for seed in todo:
         seed_dir = out / f"seed-{seed}"
         rows_file = seed_dir / "rows.json"
-        rows = json.loads(rows_file.read_text()) if rows_file.is_file() else []
+        rows = read_rows(rows_file, ROW_KEYS) if rows_file.is_file() else []
         done = {(r["init"], r["mode"]) for r in rows}
         if all((i, m) in done for i in INITS for m in MODES):
             continue

@@ -8,13 +8,12 @@ and numpy are imported only when the figure is drawn.
 
 from __future__ import annotations
 
-import json
 import textwrap
 from pathlib import Path
 from typing import Any, Callable
 
 from nacvae.files import write_json, write_text
-from nacvae.studies.folders import study_seconds
+from nacvae.studies.folders import read_rows, study_seconds
 from nacvae.studies.presets import INITS, MODES
 from nacvae.studies.report import colour, summary
 
@@ -30,6 +29,8 @@ COLUMNS = [
 ]
 
 COLOURS = {init: colour(init) for init in INITS}
+# What every row of the VAE study has, and its tables use.
+ROW_KEYS = ("seed", "init", "mode", "curve")
 
 
 def steps_to_reach(curve: list[tuple[int, float]], target: float) -> int | None:
@@ -44,7 +45,7 @@ def steps_to_reach(curve: list[tuple[int, float]], target: float) -> int | None:
 def study_rows(out: Path) -> list[dict[str, Any]]:
     rows = []
     for path in Path(out).glob("seed-*/rows.json"):
-        rows.extend(json.loads(path.read_text()))
+        rows.extend(read_rows(path, ROW_KEYS))
     return sorted(rows, key=lambda r: (r["seed"], MODES.index(r["mode"]), INITS.index(r["init"])))
 
 

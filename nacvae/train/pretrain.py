@@ -34,7 +34,8 @@ from nacvae.devices import resolve_device
 from nacvae.errors import ConfigError
 from nacvae.methods.base import Method
 from nacvae.runs import (
-    CHECKPOINT, append_metrics, check_run_dir, hold_run, read_config, read_run_config, truncate_metrics, write_config
+    CHECKPOINT, append_metrics, check_run_dir, hold_run, read_config, read_run_config, starts_afresh, truncate_metrics,
+    write_config
 )
 from nacvae.seeds import step_seed
 from nacvae.train.config import PretrainConfig, check_world_size, saved_config, schedule_steps, validate_config
@@ -128,6 +129,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, progres
     # Only rank 0 takes the folder's lock, so only it asks whether someone holds it: another
     # rank could otherwise see rank 0's own lock.
     check_run_dir(out, resume, locked=not distributed.is_main())
+    afresh = resume and starts_afresh(out)  # nothing to continue: train its saved configuration from step 0
     if resume:
         skip = cfg.skip_bad_images is True  # the one setting that may be turned on to resume (config.RESUME_FREE)
         cfg = saved_config(out, read_run_config(out, "pretrain", resuming=True)["pretrain"])
@@ -145,8 +147,8 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, progres
     with distributed.process_group(requested, timeout) as device:
         # Outside hold_run, which records the run's status (or removes an untrained folder) first.
         with distributed.lost_processes_as_error(timeout, lambda: _after_lost_process(out)):
-            with hold_run(out, resume, enabled=distributed.is_main(), share=distributed.agree):
-                return _train(cfg, out, resume, progress, device, per_rank)
+            with hold_run(out, resume, enabled=distributed.is_main(), afresh=afresh, share=distributed.agree):
+                return _train(cfg, out, resume and not afresh, progress, device, per_rank)
 
 
 def _after_lost_process(out: Path) -> str:

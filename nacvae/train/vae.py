@@ -37,7 +37,8 @@ from nacvae.models.vae import VAE, analytic_kl
 from nacvae.models.vae_inputs import observed_test_images, vae_observations
 from nacvae.presets import FOLDER_PREFIX
 from nacvae.runs import (
-    CHECKPOINT, append_metrics, check_run_dir, hold_run, read_run_config, truncate_metrics, write_config
+    CHECKPOINT, append_metrics, check_run_dir, hold_run, read_run_config, starts_afresh, truncate_metrics,
+    write_config
 )
 from nacvae.seeds import PICTURES_STREAM, TEST_STREAM, step_seed
 from nacvae.train.elbo import negative_elbo
@@ -169,17 +170,22 @@ def train_vae(cfg: VAEConfig, out: str | Path, resume: bool = False, progress: b
     """
     out = Path(out)
     check_run_dir(out, resume)
-    with hold_run(out, resume):
-        return _prepare(cfg, out, resume, progress)
+    afresh = resume and starts_afresh(out)
+    with hold_run(out, resume, afresh=afresh):
+        return _prepare(cfg, out, resume, afresh, progress)
 
 
-def _prepare(cfg: VAEConfig, out: Path, resume: bool, progress: bool) -> Path:
+def _prepare(cfg: VAEConfig, out: Path, resume: bool, afresh: bool, progress: bool) -> Path:
+    """``afresh``: a resumed run without a checkpoint, trained from step 0 with its saved
+    configuration, its encoder looked up again as when it was first started."""
     saved = None
     if resume:
         saved = read_run_config(out, "vae", resuming=True)
         if not isinstance(saved.get("encoder"), dict) or not isinstance(saved.get("arch"), str):
             raise CheckpointError(f"{out / 'config.json'} is damaged: it does not describe the run's encoder.")
         cfg = saved_vae_config(out, saved["vae"])
+        if afresh:
+            saved, resume = None, False
     validate_vae_config(cfg)
     device = resolve_device(cfg.device)
 
