@@ -205,6 +205,7 @@ def _open_run(cfg: PretrainConfig, out: Path, resume: bool, device: torch.device
             return
         if resume:
             truncate_metrics(out, "train", start_step)
+            truncate_metrics(out, "monitor", start_step)
         write_config(out, run_config)
 
     distributed.agree(open_run)
@@ -221,6 +222,7 @@ def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device:
     data, method = run.data, run.method
     order = EpochOrder(len(data), cfg.seed, device, run.steps_per_epoch, cfg.batch_size)
     window = Window(1, device)
+    watch = _open_monitor(cfg, data, device) if main else None
     streamed = None
     if data.stream is not None:
         streamed = _streamed_steps(cfg, data.stream, run.start_step, run.total_steps, run.steps_per_epoch, per_rank,
@@ -244,6 +246,8 @@ def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device:
                 done = step + 1
                 if is_log_step(done, run.total_steps, cfg.log_every, run.checkpoint_every):
                     _log(run, window, done, a1, (x1, x2), writer, bar)
+                if cfg.monitor_every and done % cfg.monitor_every == 0 and data.images is not None:
+                    _monitor(watch, method, done, out, writer)
                 bar.update(1)
             if main:
                 run.checkpoint.save(run.total_steps, complete=True)
@@ -286,6 +290,32 @@ def _log(run: _Run, window: Window, done: int, a1: torch.Tensor, views, writer, 
         if done % run.checkpoint_every == 0 and done < run.total_steps:
             run.checkpoint.save(done)
     window.reset()
+
+
+def _open_monitor(cfg: PretrainConfig, data: PretrainData, device: torch.device):
+    """Rank 0's online monitor (nacvae.train.monitor), or None with a one-line note why not."""
+    if not cfg.monitor_every:
+        return None
+    if data.images is None:
+        print(f"No online monitoring: {cfg.data} is read batch by batch (use `nacvae eval knn` on checkpoints).",
+              file=sys.stderr)
+        return None
+    from nacvae.train.monitor import open_monitor
+
+    watch, note = open_monitor(cfg, data.mean, data.std, device)
+    if note is not None:
+        print(note, file=sys.stderr)
+    return watch
+
+
+def _monitor(watch, method: Method, done: int, out: Path, writer) -> None:
+    """A monitor step: rank 0 scores the encoder while the others wait, so all stay in step."""
+    if watch is not None:
+        record = {"event": "monitor", "step": done, **watch.measure(method.encoder)}
+        append_metrics(out, record)
+        writer.add_scalar("monitor/knn_top1", record["knn_top1"], done)
+        writer.add_scalar("monitor/map", record["map"], done)
+    distributed.barrier()
 
 
 def _tensorboard_tag(key: str) -> str:
