@@ -64,6 +64,12 @@ def test_monitor_rows_and_tensorboard(tmp_path):
     for r in rows:
         assert set(r) == {"event", "step", "knn_top1", "map"}
         assert 0.1 < r["knn_top1"] <= 1.0 and 0.0 < r["map"] <= 1.0
+    # digits' subsets are its whole splits: the last check is `nacvae eval knn` of the final weights
+    from nacvae.eval.encoders import resolve_encoder
+    from nacvae.eval.knn_eval import evaluate_knn
+
+    encoder = resolve_encoder(run=run)[0]
+    assert rows[-1]["knn_top1"] == evaluate_knn(encoder, "digits")["top1"]
     events = EventAccumulator(str(run / "tb")).Reload()
     assert [e.value for e in events.Scalars("monitor/knn_top1")] == pytest.approx([r["knn_top1"] for r in rows])
     assert [e.step for e in events.Scalars("monitor/map")] == [6, 12]
