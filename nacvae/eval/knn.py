@@ -13,12 +13,11 @@ random number generator.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
-from nacvae.errors import ConfigError, DataError
+from nacvae.checks import check_int, check_real
+from nacvae.errors import DataError
 
 __all__ = ["DEFAULT_K", "DEFAULT_TEMPERATURE", "RunningTopK", "check_knn_options", "knn_accuracy", "knn_votes",
            "ranked_classes", "topk_accuracies"]
@@ -30,11 +29,8 @@ BLOCK_ENTRIES = 1 << 24
 
 
 def check_knn_options(k, temperature) -> None:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ConfigError(f"--k must be a positive integer, got {k!r}.")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-            or not (temperature > 0 and math.isfinite(temperature)):
-        raise ConfigError(f"--temperature must be a positive number, got {temperature!r}.")
+    check_int("k", k)
+    check_real("temperature", temperature, 0.0, low_open=True)
 
 
 class RunningTopK:

@@ -113,7 +113,8 @@ def test_a_streamed_dataset_is_skipped_with_a_note(tmp_path, monkeypatch):
 
 def test_a_negative_interval_is_one_sentence(tmp_path):
     result = nacvae("pretrain", "--monitor-every", "-1", "--out", tmp_path / "r", "--quiet")
-    assert_clean_failure(result, "--monitor-every")
+    assert_clean_failure(result, "--monitor-every must not be negative")
+    assert not (tmp_path / "r").exists()
 
 
 def test_the_digits_default_logs_at_least_five_points():
