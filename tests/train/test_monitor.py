@@ -129,3 +129,28 @@ def test_knn_top1_rises_over_a_default_digits_run(tmp_path):
     rows = [r for r in read_metrics(run) if r["event"] == "monitor"]
     assert len(rows) >= 5
     assert rows[-1]["knn_top1"] > rows[0]["knn_top1"]
+
+
+def two_process_worker(rank: int, port: int, root) -> None:
+    import os
+
+    from tests.train.test_distributed import launch_env
+
+    os.environ.update(launch_env(rank, port))
+    torch.set_num_threads(1)
+    for name, every in (("on", 2), ("off", 0)):
+        cfg = resolve_config("digits", steps=4, batch_size=64, code_dim=16, warmup_steps=2, log_every=2,
+                             monitor_every=every, device="cpu")
+        pretrain(cfg, root / name, progress=False, dist_timeout=2)  # a rank left waiting fails, not hangs
+
+
+@pytest.mark.slow  # two processes' imports and two runs each: about 40 s on a busy 2-core machine
+def test_under_torchrun_rank_0_monitors_and_the_ranks_stay_in_step(tmp_path):
+    import torch.multiprocessing as mp
+
+    from tests.train.test_distributed import WORLD, free_port
+
+    mp.spawn(two_process_worker, args=(free_port(), tmp_path), nprocs=WORLD, join=True)
+    assert [r["step"] for r in read_metrics(tmp_path / "on") if r["event"] == "monitor"] == [2, 4]  # written once
+    a, b = tensors(tmp_path / "on"), tensors(tmp_path / "off")
+    assert all(torch.equal(a[k], b[k]) for k in a)
