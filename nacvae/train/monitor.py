@@ -16,11 +16,14 @@ monitoring therefore saves bit-identical weights (tests/train/test_monitor.py).
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from nacvae import distributed
 from nacvae.data.augment import normalize
 from nacvae.data.catalog import open_dataset
 from nacvae.data.splits import retrieval_split
@@ -28,9 +31,10 @@ from nacvae.data.stream import StreamedImages
 from nacvae.errors import DataError, NacvaeError
 from nacvae.eval.knn import DEFAULT_K, DEFAULT_TEMPERATURE, knn_accuracy
 from nacvae.eval.retrieval import mean_average_precision
+from nacvae.runs import append_metrics
 from nacvae.seeds import step_seed
 
-__all__ = ["MEMORY_IMAGES", "QUERY_IMAGES", "OnlineMonitor", "open_monitor"]
+__all__ = ["MEMORY_IMAGES", "QUERY_IMAGES", "OnlineMonitor", "monitor_step", "open_monitor", "open_run_monitor"]
 
 # Sized so that a check costs a few training steps' time (experiments/bench_monitor.py).
 MEMORY_IMAGES = 2000
@@ -111,3 +115,25 @@ def open_monitor(cfg, mean, std, device: torch.device) -> tuple[OnlineMonitor | 
     except NacvaeError as exc:  # a split the subset cannot hold (a class of one image): monitoring is optional
         return None, f"No online monitoring: {str(exc).rstrip('.')}."
     return monitor, None
+
+
+def open_run_monitor(cfg, streamed: bool, mean, std, device: torch.device) -> OnlineMonitor | None:
+    """Rank 0's monitor of a pretraining run, or None (off, or a one-line note on stderr why not)."""
+    if not cfg.monitor_every:
+        return None
+    watch, note = (None, f"No online monitoring: {cfg.data} is read batch by batch (use `nacvae eval knn` on "
+                         "checkpoints).") if streamed else open_monitor(cfg, mean, std, device)
+    if note is not None:
+        print(note, file=sys.stderr)
+    return watch
+
+
+def monitor_step(watch: OnlineMonitor | None, encoder: nn.Module, done: int, out: Path, writer) -> None:
+    """A check at step ``done``: rank 0 scores the encoder (``watch``; None elsewhere) and
+    records it while the other ranks wait at a barrier, so that all stay in step."""
+    if watch is not None:
+        record = {"event": "monitor", "step": done, **watch.measure(encoder)}
+        append_metrics(out, record)
+        writer.add_scalar("monitor/knn_top1", record["knn_top1"], done)
+        writer.add_scalar("monitor/map", record["map"], done)
+    distributed.barrier()

@@ -41,6 +41,7 @@ from nacvae.seeds import step_seed
 from nacvae.train.config import PretrainConfig, check_world_size, saved_config, schedule_steps, validate_config
 from nacvae.train.loop import EpochOrder, RunCheckpoint, RunState, Window, events_and_bar, is_log_step, steps
 from nacvae.train.methods import build_method, prepare_method
+from nacvae.train.monitor import monitor_step, open_run_monitor
 from nacvae.train.optim import build_optimizer, build_scheduler
 from nacvae.train.pictures import view_pairs
 from nacvae.train.precision import resolve_amp
@@ -222,7 +223,7 @@ def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device:
     data, method = run.data, run.method
     order = EpochOrder(len(data), cfg.seed, device, run.steps_per_epoch, cfg.batch_size)
     window = Window(1, device)
-    watch = _open_monitor(cfg, data, device) if main else None
+    watch = open_run_monitor(cfg, data.images is None, data.mean, data.std, device) if main else None
     streamed = None
     if data.stream is not None:
         streamed = _streamed_steps(cfg, data.stream, run.start_step, run.total_steps, run.steps_per_epoch, per_rank,
@@ -247,7 +248,7 @@ def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device:
                 if is_log_step(done, run.total_steps, cfg.log_every, run.checkpoint_every):
                     _log(run, window, done, a1, (x1, x2), writer, bar)
                 if cfg.monitor_every and done % cfg.monitor_every == 0 and data.images is not None:
-                    _monitor(watch, method, done, out, writer)
+                    monitor_step(watch, method.encoder, done, out, writer)
                 bar.update(1)
             if main:
                 run.checkpoint.save(run.total_steps, complete=True)
@@ -290,32 +291,6 @@ def _log(run: _Run, window: Window, done: int, a1: torch.Tensor, views, writer, 
         if done % run.checkpoint_every == 0 and done < run.total_steps:
             run.checkpoint.save(done)
     window.reset()
-
-
-def _open_monitor(cfg: PretrainConfig, data: PretrainData, device: torch.device):
-    """Rank 0's online monitor (nacvae.train.monitor), or None with a one-line note why not."""
-    if not cfg.monitor_every:
-        return None
-    if data.images is None:
-        print(f"No online monitoring: {cfg.data} is read batch by batch (use `nacvae eval knn` on checkpoints).",
-              file=sys.stderr)
-        return None
-    from nacvae.train.monitor import open_monitor
-
-    watch, note = open_monitor(cfg, data.mean, data.std, device)
-    if note is not None:
-        print(note, file=sys.stderr)
-    return watch
-
-
-def _monitor(watch, method: Method, done: int, out: Path, writer) -> None:
-    """A monitor step: rank 0 scores the encoder while the others wait, so all stay in step."""
-    if watch is not None:
-        record = {"event": "monitor", "step": done, **watch.measure(method.encoder)}
-        append_metrics(out, record)
-        writer.add_scalar("monitor/knn_top1", record["knn_top1"], done)
-        writer.add_scalar("monitor/map", record["map"], done)
-    distributed.barrier()
 
 
 def _tensorboard_tag(key: str) -> str:
