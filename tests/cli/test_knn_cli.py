@@ -75,3 +75,10 @@ def test_a_streamed_folder_gives_the_in_memory_answer(tmp_path, monkeypatch):
     streamed = json_of(nacvae(*args))
     assert streamed["num_train"] == 15 and streamed["num_test"] == 9 and streamed["k"] == 4
     assert streamed["top1"] == memory["top1"] and streamed["top5"] == memory["top5"]
+
+
+def test_a_plain_backbone_state_dict_gives_the_runs_answer(run, tmp_path):
+    path = tmp_path / "backbone.pt"
+    assert nacvae("export", "--run", run, "--out", path).exit_code == 0
+    plain = json_of(nacvae("eval", "knn", "--checkpoint", path, "--arch", "smallconv", "--data", "digits", "--json"))
+    assert plain["top1"] == json_of(nacvae("eval", "knn", "--run", run, "--json"))["top1"]
