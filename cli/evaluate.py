@@ -1,4 +1,4 @@
-"""``nacvae eval linear | retrieval | codes | gap``: the paper's downstream evaluations and the VAE inference gap."""
+"""``nacvae eval linear | retrieval | knn | codes | gap``: the paper's downstream evaluations and the VAE inference gap."""
 
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ def _pct(x: float) -> str:
 
 @click.group("eval")
 def eval_group() -> None:
-    """Evaluate a pretrained (or random) encoder: linear probe, Hamming retrieval, code statistics."""
+    """Evaluate a pretrained (or random) encoder: linear probe, Hamming retrieval, k-NN, code statistics."""
 
 
 @eval_group.command("linear")
@@ -190,6 +190,30 @@ def retrieval(topk: int | None, count_empty: bool, split_seed: int, queries_per_
         f"  {r['metric']}: {r['map']:.4f}",
     ]
     _finish(opts, "eval_retrieval", meta, r, text)
+
+
+@eval_group.command("knn")
+@_encoder_options
+@click.option("--k", "k", type=int, default=200, show_default=True, help="Neighbours that vote.")
+@click.option("--temperature", type=float, default=0.07, show_default=True,
+              help="tau: each neighbour votes with weight exp(cosine similarity / tau).")
+def knn(k: int, temperature: float, **opts) -> None:
+    """Weighted k-NN top-1 and top-5 on the frozen backbone's features h (train split as memory)."""
+    from nacvae.eval.knn import check_knn_options
+    from nacvae.eval.knn_eval import evaluate_knn
+
+    check_knn_options(k, temperature)  # before the encoder is loaded
+    encoder, meta, data, data_dir, device, size = _prepare(opts)
+    with _bars(opts):
+        r = evaluate_knn(encoder, data, data_dir, k=k, temperature=temperature, batch_size=opts["batch_size"],
+                         device=device, image_size=size, download=opts["download"], workers=opts["workers"])
+    text = [
+        f"Weighted k-NN on {data}: k = {r['k']}, weights exp(s / {r['temperature']}), s = cosine similarity",
+        f"  {r['feature_dim']}-d features h, {r['num_classes']} classes, {r['num_train']} train images as memory, "
+        f"{r['num_test']} test queries",
+        f"  top-1 {_pct(r['top1'])}   top-5 {_pct(r['top5'])}",
+    ]
+    _finish(opts, "eval_knn", meta, r, text)
 
 
 @eval_group.command("codes")

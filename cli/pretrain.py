@@ -62,6 +62,9 @@ from nacvae.train.config import PretrainConfig
 @click.option("--dist-timeout", type=float, default=None, metavar="MINUTES",
               help="Under torchrun, how long a process may wait in a collective (for example while rank 0 "
                    "downloads or decodes the data) before the job is aborted [30].")
+@click.option("--monitor-every", type=int, default=None, metavar="STEPS",
+              help="Score k-NN top-1 and retrieval mAP of the current encoder on fixed subsets every STEPS steps, "
+                   f"into metrics.jsonl and TensorBoard; 0 turns it off [{presets.help_values('monitor_every')}].")
 @method_options()
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run folder to create (default: a new folder under $NACVAE_RUNS or ./runs).")

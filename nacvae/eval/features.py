@@ -32,6 +32,7 @@ __all__ = [
     "open_split",
     "require_projector",
     "resolve_workers",
+    "streamed_batches",
     "streamed_outputs",
 ]
 
@@ -78,12 +79,20 @@ def streamed_outputs(fn, data: StreamedImages, mean, std, batch_size: int, devic
                      indices=None, desc: str = "codes") -> torch.Tensor:
     """``fn`` (codes or features) of the evaluation images of ``data`` (all, or ``indices``),
     decoded batch by batch; the result is on the CPU."""
+    return torch.cat([out.cpu() for out in streamed_batches(fn, data, mean, std, batch_size, device, workers,
+                                                            indices, desc)])
+
+
+def streamed_batches(fn, data: StreamedImages, mean, std, batch_size: int, device, workers: int,
+                     indices=None, desc: str = "codes"):
+    """``fn`` of each batch of evaluation images of ``data``, in order, on ``device``: for
+    consumers that keep only a summary (k-NN's running top k) instead of every output."""
     n = len(data) if indices is None else len(indices)
-    parts = []
     batches = eval_batches(data, batch_size, workers, device, indices)
     for batch in bar(batches, total=-(-n // batch_size), desc=desc, unit="batch"):
-        parts.append(fn(normalize(batch, mean, std)).cpu())
-    return torch.cat(parts)
+        with torch.no_grad():
+            out = fn(normalize(batch, mean, std))
+        yield out  # outside no_grad: the caller's code between batches runs in its own grad mode
 
 
 @torch.no_grad()

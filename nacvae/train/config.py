@@ -50,6 +50,7 @@ class PretrainConfig:
     skip_bad_images: bool = False      # streamed datasets: replace unreadable images and record them, instead of stopping
     log_every: int = 10
     checkpoint_every: int = 0          # steps; 0 = at the end of every epoch
+    monitor_every: int | None = None   # steps between online k-NN / mAP checks (train/monitor.py); 0 = off
 
     @property
     def spec(self) -> registry.MethodSpec:
@@ -136,6 +137,7 @@ def validate_config(cfg: PretrainConfig) -> None:
     check_seed(cfg.seed)
     check_int("log-every", cfg.log_every, 1)
     check_int("checkpoint-every", cfg.checkpoint_every, 0)
+    check_int("monitor-every", cfg.monitor_every, 0, optional=True)  # None: a run saved before it existed
     if cfg.subset not in (None, "retrieval"):
         raise ConfigError(f"Unknown --subset '{cfg.subset}'; the only subset is 'retrieval'.")
     check_flags(cfg, "download", "compile", "sync_bn", "skip_bad_images")

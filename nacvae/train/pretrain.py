@@ -42,6 +42,7 @@ from nacvae.train.config import PretrainConfig, check_world_size, saved_config, 
 from nacvae.train.loop import (EpochOrder, RunCheckpoint, RunState, StepProgress, Window, events_and_bar, is_log_step,
                                steps)
 from nacvae.train.methods import build_method, prepare_method
+from nacvae.train.monitor import monitor_step, open_run_monitor
 from nacvae.train.optim import build_optimizer, build_scheduler
 from nacvae.train.pictures import view_pairs
 from nacvae.train.precision import resolve_amp
@@ -225,6 +226,7 @@ def _open_run(cfg: PretrainConfig, out: Path, resume: bool, device: torch.device
             return
         if resume:
             truncate_metrics(out, "train", start_step)
+            truncate_metrics(out, "monitor", start_step)
         write_config(out, run_config)
 
     distributed.agree(open_run)
@@ -241,6 +243,7 @@ def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device:
     data, method = run.data, run.method
     order = EpochOrder(len(data), cfg.seed, device, run.steps_per_epoch, cfg.batch_size)
     window = Window(1, device)
+    watch = open_run_monitor(cfg, data.images is None, data.mean, data.std, device) if main else None
     streamed = None
     if data.stream is not None:
         streamed = _streamed_steps(cfg, data.stream, run.start_step, run.total_steps, run.steps_per_epoch, per_rank,
@@ -265,6 +268,8 @@ def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device:
                 done = step + 1
                 if is_log_step(done, run.total_steps, cfg.log_every, run.checkpoint_every):
                     _log(run, window, done, a1, (x1, x2), writer, bar)
+                if cfg.monitor_every and done % cfg.monitor_every == 0 and data.images is not None:
+                    monitor_step(watch, method.encoder, done, out, writer)
                 bar.update(1)
             if main:
                 run.checkpoint.save(run.total_steps, complete=True)
