@@ -38,6 +38,9 @@ def _encoder_options(command, linear: bool = False):
                      help="Side folder images are resized to, for --init random [32; imagenet, flickr25k: 224]."),
         click.option("--workers", type=int, default=None,
                      help="DataLoader worker processes that decode streamed datasets [the cores but one, at most 8]."),
+        click.option("--skip-bad-images", is_flag=True,
+                     help="Streamed datasets: replace an unreadable image by the next readable one and count it, "
+                          "instead of stopping (docs/guide.md)."),
         click.option("--batch-size", type=int, default=1000, show_default=True, help="Images per batch."),
         click.option("--seed", type=int, default=0, show_default=True,
                      help="Seed of the random baseline's weights" + (" (and of the linear classifier)." if linear
@@ -96,6 +99,10 @@ def _finish(opts: dict, event: str, meta: dict, result: dict, text: list[str]) -
         click.echo(_source_line(meta))
         for line in text:
             click.echo(line)
+    bad = full.get("bad_images") or {}
+    if bad.get("count"):
+        click.echo(f"{bad['count']} unreadable image(s) were replaced by the next readable ones "
+                   f"(--skip-bad-images), the first: {', '.join(bad['first'][:3])}.", err=True)
     _not_recorded(note)
 
 
@@ -135,7 +142,7 @@ def linear(protocol: str, epochs: int, lr: float, **opts) -> None:
     with _bars(opts):
         r = evaluate_linear(encoder, data, data_dir, protocol=protocol, epochs=epochs, batch_size=opts["batch_size"],
                             lr=lr, seed=opts["seed"], device=device, image_size=size, download=opts["download"],
-                            workers=opts["workers"])
+                            workers=opts["workers"], skip_bad_images=opts["skip_bad_images"])
     if protocol == "fast":
         how = "features computed once, no augmentation"
     else:
@@ -175,7 +182,7 @@ def retrieval(topk: int | None, count_empty: bool, split_seed: int, queries_per_
         r = evaluate_retrieval(encoder, data, data_dir, topk=topk, count_empty=count_empty, seed=split_seed,
                                queries_per_class=queries_per_class, batch_size=opts["batch_size"], device=device,
                                image_size=size, download=opts["download"], ranking=ranking,
-                               workers=opts["workers"])
+                               workers=opts["workers"], skip_bad_images=opts["skip_bad_images"])
     empty = "counted as 0" if count_empty else "left out"
     drawn = (f"{r['queries_per_class']} per class" if r["queries_per_class"] is not None
              else "drawn from all images; relevant = shares a label")
@@ -206,7 +213,8 @@ def knn(k: int, temperature: float, **opts) -> None:
     encoder, meta, data, data_dir, device, size = _prepare(opts)
     with _bars(opts):
         r = evaluate_knn(encoder, data, data_dir, k=k, temperature=temperature, batch_size=opts["batch_size"],
-                         device=device, image_size=size, download=opts["download"], workers=opts["workers"])
+                         device=device, image_size=size, download=opts["download"], workers=opts["workers"],
+                         skip_bad_images=opts["skip_bad_images"])
     text = [
         f"Weighted k-NN on {data}: k = {r['k']}, weights exp(s / {r['temperature']}), s = cosine similarity",
         f"  {r['feature_dim']}-d features h, {r['num_classes']} classes, {r['num_train']} train images as memory, "
@@ -226,7 +234,8 @@ def codes(split: str, **opts) -> None:
     encoder, meta, data, data_dir, device, size = _prepare(opts)
     with _bars(opts):
         r = evaluate_codes(encoder, data, data_dir, split=split, batch_size=opts["batch_size"], device=device,
-                           image_size=size, download=opts["download"], workers=opts["workers"])
+                           image_size=size, download=opts["download"], workers=opts["workers"],
+                           skip_bad_images=opts["skip_bad_images"])
     hamming = r["mean_pairwise_hamming"]
     hamming_text = "undefined (one image)" if not math.isfinite(hamming) else (
         f"{hamming:.2f} of {r['code_length']} bits ({_pct(r['mean_pairwise_hamming_fraction'])})")

@@ -51,3 +51,14 @@ def test_no_import_cycle_even_through_imports_inside_functions():
         if module not in seen:
             cycle = visit(module, [])
             assert cycle is None, " -> ".join(cycle)
+
+
+def test_training_does_not_load_numba():
+    """numba's threading runtime changes torch's CPU results in multi-process training
+    (tests/train/test_distributed.py's resumed job): the training modules leave it out."""
+    import sys
+
+    code = "import sys, nacvae.train.pretrain, nacvae.train.vae; print('numba' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

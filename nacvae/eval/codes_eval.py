@@ -18,8 +18,8 @@ from torch import nn
 from nacvae.data.stream import StreamedImages
 from nacvae.eval.codes import code_statistics
 from nacvae.eval.features import (
-    as_device, check_batch_size, check_channels, image_codes, normalization_stats, open_split, require_projector,
-    resolve_workers, streamed_outputs
+    as_device, bad_images_for, bad_images_result, check_batch_size, check_channels, image_codes, normalization_stats,
+    open_split, require_projector, resolve_workers, streamed_outputs
 )
 from nacvae.models.backbones import fast_layout
 
@@ -36,6 +36,7 @@ def evaluate_codes(
     image_size: int | None = None,
     download: bool = True,
     workers: int | None = None,
+    skip_bad_images: bool = False,
 ) -> dict[str, Any]:
     """Statistics of the codes sgn(a) of every image of one split (``code_statistics``).
 
@@ -48,11 +49,13 @@ def evaluate_codes(
     start = time.perf_counter()
     images = open_split(data, split, data_dir, image_size, download)
     check_channels(encoder, images.image_shape[0], data)
+    bad = bad_images_for(skip_bad_images)
     mean, std = normalization_stats(data, data_dir, image_size, download, images if split == "train" else None,
-                                    workers)
+                                    workers, bad)
     encoder = fast_layout(encoder, device).eval()
     if isinstance(images, StreamedImages):
-        codes = streamed_outputs(encoder.codes, images, mean, std, batch_size, device, resolve_workers(workers))
+        codes = streamed_outputs(encoder.codes, images, mean, std, batch_size, device, resolve_workers(workers),
+                                 bad_images=bad)
     else:
         codes = image_codes(encoder, images.images, mean, std, batch_size, device)
     stats = code_statistics(codes)
@@ -63,5 +66,6 @@ def evaluate_codes(
         "codes": "sgn(a)",
         "dataset": data,
         "split": split,
+        **bad_images_result(bad),
         "seconds": round(time.perf_counter() - start, 2),
     }

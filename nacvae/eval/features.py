@@ -19,7 +19,7 @@ from nacvae.checks import check_int
 from nacvae.data.augment import normalize
 from nacvae.data.catalog import dataset_stats, open_dataset
 from nacvae.data.sources import FOLDER_PREFIX, ImageData
-from nacvae.data.stream import StreamedImages, default_workers, eval_batches
+from nacvae.data.stream import BadImages, StreamedImages, default_workers, eval_batches
 from nacvae.errors import CheckpointError, ConfigError
 from nacvae.progress import bar
 
@@ -60,11 +60,22 @@ def open_split(name: str, split: str, data_dir, image_size, download) -> ImageDa
     return open_dataset(name, split, data_dir, download=download, image_size=image_size)
 
 
-def normalization_stats(name: str, data_dir, image_size, download, train=None, workers: int | None = None):
+def normalization_stats(name: str, data_dir, image_size, download, train=None, workers: int | None = None,
+                        bad_images: BadImages | None = None):
     """The dataset's channel statistics; a folder's are computed from its train split, as in pretraining."""
     if name.startswith(FOLDER_PREFIX) and train is None:
         train = open_split(name, "train", data_dir, image_size, download)
-    return dataset_stats(name, train, workers=resolve_workers(workers))
+    return dataset_stats(name, train, workers=resolve_workers(workers), bad_images=bad_images)
+
+
+def bad_images_for(skip: bool) -> BadImages | None:
+    """The record of skipped images of an evaluation with ``--skip-bad-images`` (None: stop at one)."""
+    return BadImages() if skip else None
+
+
+def bad_images_result(bad: BadImages | None) -> dict:
+    """The result's ``bad_images`` field: how many unreadable images were replaced, the first by name."""
+    return {} if bad is None else {"bad_images": {"count": bad.count, "first": list(bad.first)}}
 
 
 def resolve_workers(workers: int | None) -> int:
@@ -76,19 +87,19 @@ def resolve_workers(workers: int | None) -> int:
 
 @torch.no_grad()
 def streamed_outputs(fn, data: StreamedImages, mean, std, batch_size: int, device, workers: int,
-                     indices=None, desc: str = "codes") -> torch.Tensor:
+                     indices=None, desc: str = "codes", bad_images: BadImages | None = None) -> torch.Tensor:
     """``fn`` (codes or features) of the evaluation images of ``data`` (all, or ``indices``),
     decoded batch by batch; the result is on the CPU."""
     return torch.cat([out.cpu() for out in streamed_batches(fn, data, mean, std, batch_size, device, workers,
-                                                            indices, desc)])
+                                                            indices, desc, bad_images)])
 
 
 def streamed_batches(fn, data: StreamedImages, mean, std, batch_size: int, device, workers: int,
-                     indices=None, desc: str = "codes"):
+                     indices=None, desc: str = "codes", bad_images: BadImages | None = None):
     """``fn`` of each batch of evaluation images of ``data``, in order, on ``device``: for
     consumers that keep only a summary (k-NN's running top k) instead of every output."""
     n = len(data) if indices is None else len(indices)
-    batches = eval_batches(data, batch_size, workers, device, indices)
+    batches = eval_batches(data, batch_size, workers, device, indices, bad_images)
     for batch in bar(batches, total=-(-n // batch_size), desc=desc, unit="batch"):
         with torch.no_grad():
             out = fn(normalize(batch, mean, std))

@@ -21,7 +21,8 @@ from nacvae.data.augment import normalize
 from nacvae.data.stream import StreamedImages
 from nacvae.errors import DataError
 from nacvae.eval.features import (
-    as_device, check_batch_size, check_channels, normalization_stats, open_split, resolve_workers, streamed_batches
+    as_device, bad_images_for, bad_images_result, check_batch_size, check_channels, normalization_stats, open_split,
+    resolve_workers, streamed_batches
 )
 from nacvae.eval.knn import DEFAULT_K, DEFAULT_TEMPERATURE, RunningTopK, check_knn_options, topk_accuracies
 from nacvae.models.backbones import fast_layout
@@ -41,6 +42,7 @@ def evaluate_knn(
     image_size: int | None = None,
     download: bool = True,
     workers: int | None = None,
+    skip_bad_images: bool = False,
 ) -> dict[str, Any]:
     """Top-1 and top-5 accuracy of weighted k-NN on the frozen backbone's features h.
 
@@ -63,16 +65,17 @@ def evaluate_knn(
                         "(put the images in one sub-folder per class).")
     check_channels(encoder, train.image_shape[0], data)
     num_classes = len(train.classes)
-    mean, std = normalization_stats(data, data_dir, image_size, download, train, workers)
+    bad = bad_images_for(skip_bad_images)
+    mean, std = normalization_stats(data, data_dir, image_size, download, train, workers, bad)
     backbone = fast_layout(encoder, device).eval().backbone
 
     def features(x):
         return torch.flatten(backbone(x), 1).float()
 
-    queries = torch.cat(list(_batches(features, test, mean, std, batch_size, device, workers)))
+    queries = torch.cat(list(_batches(features, test, mean, std, batch_size, device, workers, bad)))
     top = RunningTopK(queries, k=k)
     first = 0
-    for out in _batches(features, train, mean, std, batch_size, device, workers):
+    for out in _batches(features, train, mean, std, batch_size, device, workers, bad):
         top.add(out, train.labels[first:first + len(out)])  # batches come in order
         first += len(out)
     acc = topk_accuracies(top.votes(num_classes, temperature), test.labels)
@@ -89,6 +92,7 @@ def evaluate_knn(
         "num_test": len(test),
         "batch_size": batch_size,
         "dataset": data,
+        **bad_images_result(bad),
         "seconds": round(time.perf_counter() - start, 2),
     }
 
@@ -99,8 +103,9 @@ def _memory_batches(fn, images: torch.Tensor, mean, std, batch_size: int, device
         yield fn(normalize(images[s:s + batch_size], mean, std).to(device))
 
 
-def _batches(fn, split, mean, std, batch_size: int, device, workers):
+def _batches(fn, split, mean, std, batch_size: int, device, workers, bad=None):
     """``fn`` of each batch of the split's evaluation images, in order, on ``device``."""
     if isinstance(split, StreamedImages):
-        return streamed_batches(fn, split, mean, std, batch_size, device, resolve_workers(workers), desc="features")
+        return streamed_batches(fn, split, mean, std, batch_size, device, resolve_workers(workers), desc="features",
+                                bad_images=bad)
     return _memory_batches(fn, split.images, mean, std, batch_size, device)

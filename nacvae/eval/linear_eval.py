@@ -22,7 +22,8 @@ from nacvae.data.augment import AugmentConfig, augment, default_augment, normali
 from nacvae.data.stream import CROP_RATIO, CROP_SCALE, StreamedImages, train_batches
 from nacvae.errors import ConfigError, DataError
 from nacvae.eval.features import (
-    as_device, check_batch_size, check_channels, normalization_stats, open_split, resolve_workers, streamed_outputs
+    as_device, bad_images_for, bad_images_result, check_batch_size, check_channels, normalization_stats, open_split,
+    resolve_workers, streamed_outputs
 )
 from nacvae.eval.linear import (
     extract_features, train_linear_classifier, train_linear_probe_augmented, train_linear_probe_streamed
@@ -47,6 +48,7 @@ def evaluate_linear(
     image_size: int | None = None,
     download: bool = True,
     workers: int | None = None,
+    skip_bad_images: bool = False,
 ) -> dict[str, Any]:
     """Linear classification accuracy of the frozen backbone's features h.
 
@@ -80,13 +82,14 @@ def evaluate_linear(
         )
     check_channels(encoder, train.image_shape[0], data)
     num_classes = len(train.classes)
-    mean, std = normalization_stats(data, data_dir, image_size, download, train, workers)
+    bad = bad_images_for(skip_bad_images)  # streamed data: unreadable images replaced, not fatal
+    mean, std = normalization_stats(data, data_dir, image_size, download, train, workers, bad)
     backbone = fast_layout(encoder, device).eval().backbone
     norm = lambda x: normalize(x, mean, std)  # noqa: E731
     extra: dict[str, Any] = {}
     if isinstance(train, StreamedImages):
         out, extra = _linear_streamed(backbone, train, test, num_classes, protocol, mean, std, epochs, batch_size,
-                                      lr, seed, device, resolve_workers(workers))
+                                      lr, seed, device, resolve_workers(workers), bad)
     elif protocol == "fast":
         train_x = extract_features(backbone, train.images, norm, batch_size, device)
         test_x = extract_features(backbone, test.images, norm, batch_size, device)
@@ -120,19 +123,22 @@ def evaluate_linear(
         "seed": seed,
         "dataset": data,
         **extra,
+        **bad_images_result(bad),
         "seconds": round(time.perf_counter() - start, 2),
     }
 
 
 def _linear_streamed(backbone, train: StreamedImages, test: StreamedImages, num_classes: int, protocol: str,
-                     mean, std, epochs: int, batch_size: int, lr: float, seed: int, device, workers: int):
+                     mean, std, epochs: int, batch_size: int, lr: float, seed: int, device, workers: int,
+                     bad=None):
     """The linear probe on streamed data: (``train_linear_*``'s result, extra fields)."""
     def features(x):
         return torch.flatten(backbone(x), 1).float()
 
-    test_x = streamed_outputs(features, test, mean, std, batch_size, device, workers, desc="features")
+    test_x = streamed_outputs(features, test, mean, std, batch_size, device, workers, desc="features", bad_images=bad)
     if protocol == "fast":
-        train_x = streamed_outputs(features, train, mean, std, batch_size, device, workers, desc="features")
+        train_x = streamed_outputs(features, train, mean, std, batch_size, device, workers, desc="features",
+                                   bad_images=bad)
         out = train_linear_classifier(train_x, train.labels, test_x, test.labels, num_classes, epochs=epochs,
                                       batch_size=batch_size, lr=lr, seed=seed, device=device)
         return out, {"augmentation": None}
@@ -150,7 +156,7 @@ def _linear_streamed(backbone, train: StreamedImages, test: StreamedImages, num_
 
     def epoch_batches(epoch: int, order: torch.Tensor, size: int):
         keys = [[(epoch, int(i)) for i in order[s:s + size]] for s in range(0, len(order), size)]
-        for batch in train_batches(train, keys, 1, seed, workers, device):
+        for batch in train_batches(train, keys, 1, seed, workers, device, bad):
             yield augment(batch[:, 0] if batch.dim() == 5 else batch, cfg, gen)
 
     out = train_linear_probe_streamed(backbone, epoch_batches, train.labels, test_x, test.labels, num_classes,

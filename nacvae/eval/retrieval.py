@@ -40,7 +40,6 @@ import torch
 
 from nacvae.checks import check_int
 from nacvae.errors import ConfigError, DataError
-from nacvae.eval import hamming_kernel
 from nacvae.progress import bar
 
 __all__ = ["hamming_distances", "mean_average_precision", "pack_codes"]
@@ -200,6 +199,16 @@ def check_retrieval_inputs(query_codes, query_labels, gallery_codes, gallery_lab
     return q_bits, g_bits, q_lab, g_lab, depth
 
 
+def _hamming_kernel():
+    """The compiled kernel's module, imported when first asked for: importing numba starts its
+    threading runtime, which changes torch's CPU results in multi-process training, so a
+    process that only trains (pretraining's online monitor ranks with the numpy path) never
+    loads it."""
+    from nacvae.eval import hamming_kernel
+
+    return hamming_kernel
+
+
 def mean_average_precision(
     query_codes,
     query_labels,
@@ -232,11 +241,12 @@ def mean_average_precision(
         _check_count(chunk_size, "chunk_size")
     if backend not in ("auto", "numba", "numpy"):
         raise ConfigError(f"backend must be 'auto', 'numba' or 'numpy', got {backend!r}.")
+    hamming_kernel = None if backend == "numpy" else _hamming_kernel()
     if backend == "numba" and not hamming_kernel.available():
         raise ConfigError("backend 'numba' was asked for but numba is not installed (pip install numba).")
     workers = max(1, torch.get_num_threads())
 
-    if backend != "numpy" and hamming_kernel.available():
+    if hamming_kernel is not None and hamming_kernel.available():
         if g_lab.multi_hot:
             q_lab_words, g_lab_words = q_lab.values, g_lab.values
         else:

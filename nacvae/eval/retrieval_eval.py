@@ -22,8 +22,8 @@ from nacvae.data.flickr import PAPER_QUERIES, PAPER_TRAIN
 from nacvae.data.pool import retrieval_pool, streamed_retrieval_pool
 from nacvae.errors import ConfigError, DataError
 from nacvae.eval.features import (
-    as_device, check_batch_size, check_channels, image_codes, normalization_stats, require_projector, resolve_workers,
-    streamed_outputs
+    as_device, bad_images_for, bad_images_result, check_batch_size, check_channels, image_codes, normalization_stats,
+    require_projector, resolve_workers, streamed_outputs
 )
 from nacvae.eval.paper_ranking import paper_mean_average_precision
 from nacvae.eval.retrieval import mean_average_precision
@@ -49,6 +49,7 @@ def evaluate_retrieval(
     download: bool = True,
     ranking: str = "hamming",
     workers: int | None = None,
+    skip_bad_images: bool = False,
 ) -> dict[str, Any]:
     """Hamming-ranking mAP@topk of the codes sgn(a) on the retrieval split of ``data``.
 
@@ -90,12 +91,14 @@ def evaluate_retrieval(
     if topk is not None and topk > len(gallery):
         raise ConfigError(f"--topk is {topk} but the gallery holds only {len(gallery)} images.")
     check_channels(encoder, pool.stream.channels if streamed else int(pool.images.shape[1]), data)
-    mean, std = normalization_stats(data, data_dir, image_size, download, workers=workers)
+    bad = bad_images_for(skip_bad_images)
+    mean, std = normalization_stats(data, data_dir, image_size, download, workers=workers, bad_images=bad)
     encoder = fast_layout(encoder, device).eval()
     if streamed:
         w = resolve_workers(workers)
-        q_codes = streamed_outputs(encoder.codes, pool.stream, mean, std, batch_size, device, w, query)
-        g_codes = streamed_outputs(encoder.codes, pool.stream, mean, std, batch_size, device, w, gallery)
+        q_codes = streamed_outputs(encoder.codes, pool.stream, mean, std, batch_size, device, w, query, bad_images=bad)
+        g_codes = streamed_outputs(encoder.codes, pool.stream, mean, std, batch_size, device, w, gallery,
+                                   bad_images=bad)
     else:
         q_codes = image_codes(encoder, pool.images[query], mean, std, batch_size, device)
         g_codes = image_codes(encoder, pool.images[gallery], mean, std, batch_size, device)
@@ -118,6 +121,7 @@ def evaluate_retrieval(
         "queries_per_class": described["queries_per_class"],
         "split_seed": described["split_seed"],
         "dataset": data,
+        **bad_images_result(bad),
         "seconds": round(time.perf_counter() - start, 2),
     }
 

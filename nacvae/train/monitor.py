@@ -77,7 +77,7 @@ class OnlineMonitor:
         knn = knn_accuracy(h[m:], self.labels[m:].to(h.device), h[:m], self.labels[:m].to(h.device),
                            self.num_classes, k=DEFAULT_K, temperature=DEFAULT_TEMPERATURE)
         q, g = self.split["query"], self.split["gallery"]
-        value = mean_average_precision(codes[q], self.labels[q], codes[g], self.labels[g])
+        value = mean_average_precision(codes[q], self.labels[q], codes[g], self.labels[g], backend="numpy")
         return {"knn_top1": knn["top1"], "map": value}
 
     def describe(self) -> dict[str, Any]:

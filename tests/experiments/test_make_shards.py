@@ -67,7 +67,7 @@ def test_each_process_reads_its_own_shards(shards):
     for rank in (0, 1):
         loader = _epoch_loader(stream, epoch=0, per_rank=1, seed=0, workers=2, rank=rank, world=2,
                                device=torch.device("cpu"))
-        seen.append([batch[0, 0].sum().item() for batch in loader])  # one number per image read
+        seen.append([batch[0, 0].sum().item() for batch, _ in loader])  # one number per image read
     assert len(seen[0]) + len(seen[1]) == 10 and seen[0] and seen[1]
 
 

@@ -133,6 +133,21 @@ def test_linear_probe_stops_at_a_bad_val_image(imagenet):
     assert_clean_failure(result, f"{bad} could not be read as an image")
 
 
+@pytest.mark.parametrize("verb", [["linear", "--epochs", "1"], ["knn", "--k", "3"], ["codes"], ["retrieval"]])
+def test_evaluators_skip_bad_images_and_say_how_many(imagenet, verb):
+    """The evaluators' --skip-bad-images: the bad train and val images are replaced and counted."""
+    import json
+
+    root, _ = imagenet
+    result = nacvae("eval", *verb, "--init", "random", "--arch", "smallconv", "--data", "imagenet", "--data-dir",
+                    root, "--image-size", "16", "--workers", "1", "--quiet", "--json", "--skip-bad-images")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert record["bad_images"]["count"] >= 1
+    assert all(name.endswith(".JPEG") for name in record["bad_images"]["first"])
+    assert "unreadable image(s) were replaced" in result.stderr
+
+
 def _shards(path, good=6, without_image=("000003",)):
     """One tar shard of ``good`` JPEG samples and samples that have only a class number."""
     with tarfile.open(path, "w") as tar:
