@@ -20,7 +20,7 @@ from nacvae.data.augment import normalize
 from nacvae.data.catalog import dataset_stats, open_dataset
 from nacvae.data.sources import FOLDER_PREFIX, ImageData
 from nacvae.data.stream import BadImages, StreamedImages, default_workers, eval_batches
-from nacvae.errors import CheckpointError, ConfigError
+from nacvae.errors import CheckpointError, ConfigError, DataError
 from nacvae.progress import bar
 
 __all__ = [
@@ -58,6 +58,21 @@ def check_channels(encoder: nn.Module, have: int, name: str) -> None:
 
 def open_split(name: str, split: str, data_dir, image_size, download) -> ImageData | StreamedImages:
     return open_dataset(name, split, data_dir, download=download, image_size=image_size)
+
+
+def labelled_splits(data: str, data_dir, image_size, download, scores: str, needs: str):
+    """The (train, test) splits of a single-label dataset, for an evaluator that ``scores``
+    one class per image ("The linear probe scores"); ``needs`` names it in the error about
+    missing labels ("Linear evaluation")."""
+    train = open_split(data, "train", data_dir, image_size, download)
+    test = open_split(data, "test", data_dir, image_size, download)
+    if isinstance(train, StreamedImages) and train.multi_label:
+        raise DataError(f"{scores} one class per image, and {data} is multi-label; "
+                        "evaluate its codes with `nacvae eval retrieval` instead.")
+    if train.labels is None or test.labels is None or not train.classes:
+        raise DataError(f"{needs} needs class labels, and the dataset {data} has none "
+                        "(put the images in one sub-folder per class).")
+    return train, test
 
 
 def normalization_stats(name: str, data_dir, image_size, download, train=None, workers: int | None = None,

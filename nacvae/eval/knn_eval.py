@@ -19,10 +19,9 @@ from torch import nn
 
 from nacvae.data.augment import normalize
 from nacvae.data.stream import StreamedImages
-from nacvae.errors import DataError
 from nacvae.eval.features import (
-    as_device, bad_images_for, bad_images_result, check_batch_size, check_channels, normalization_stats, open_split,
-    resolve_workers, streamed_batches
+    as_device, bad_images_for, bad_images_result, check_batch_size, check_channels, labelled_splits,
+    normalization_stats, resolve_workers, streamed_batches
 )
 from nacvae.eval.knn import DEFAULT_K, DEFAULT_TEMPERATURE, RunningTopK, check_knn_options, topk_accuracies
 from nacvae.models.backbones import fast_layout
@@ -55,14 +54,8 @@ def evaluate_knn(
     batch_size = check_batch_size(batch_size)
     device = as_device(device)
     start = time.perf_counter()
-    train = open_split(data, "train", data_dir, image_size, download)
-    test = open_split(data, "test", data_dir, image_size, download)
-    if isinstance(train, StreamedImages) and train.multi_label:
-        raise DataError(f"k-NN classification votes for one class per image, and {data} is multi-label; "
-                        "evaluate its codes with `nacvae eval retrieval` instead.")
-    if train.labels is None or test.labels is None or not train.classes:
-        raise DataError(f"k-NN evaluation needs class labels, and the dataset {data} has none "
-                        "(put the images in one sub-folder per class).")
+    train, test = labelled_splits(data, data_dir, image_size, download, "k-NN classification votes for",
+                                  "k-NN evaluation")
     check_channels(encoder, train.image_shape[0], data)
     num_classes = len(train.classes)
     bad = bad_images_for(skip_bad_images)

@@ -20,10 +20,10 @@ from torch import nn
 
 from nacvae.data.augment import AugmentConfig, augment, default_augment, normalize
 from nacvae.data.stream import CROP_RATIO, CROP_SCALE, StreamedImages, train_batches
-from nacvae.errors import ConfigError, DataError
+from nacvae.errors import ConfigError
 from nacvae.eval.features import (
-    as_device, bad_images_for, bad_images_result, check_batch_size, check_channels, normalization_stats, open_split,
-    resolve_workers, streamed_outputs
+    as_device, bad_images_for, bad_images_result, check_batch_size, check_channels, labelled_splits,
+    normalization_stats, resolve_workers, streamed_outputs
 )
 from nacvae.eval.linear import (
     extract_features, train_linear_classifier, train_linear_probe_augmented, train_linear_probe_streamed
@@ -70,16 +70,7 @@ def evaluate_linear(
     batch_size = check_batch_size(batch_size)
     device = as_device(device)
     start = time.perf_counter()
-    train = open_split(data, "train", data_dir, image_size, download)
-    test = open_split(data, "test", data_dir, image_size, download)
-    if isinstance(train, StreamedImages) and train.multi_label:
-        raise DataError(f"The linear probe scores one class per image, and {data} is multi-label; "
-                        "evaluate its codes with `nacvae eval retrieval` instead.")
-    if train.labels is None or test.labels is None or not train.classes:
-        raise DataError(
-            f"Linear evaluation needs class labels, and the dataset {data} has none "
-            "(put the images in one sub-folder per class)."
-        )
+    train, test = labelled_splits(data, data_dir, image_size, download, "The linear probe scores", "Linear evaluation")
     check_channels(encoder, train.image_shape[0], data)
     num_classes = len(train.classes)
     bad = bad_images_for(skip_bad_images)  # streamed data: unreadable images replaced, not fatal
