@@ -33,15 +33,12 @@ def check_resume(out, kind: str, options: dict, parameter: dict | None = None) -
     saved settings (``parameter`` maps a setting to its click parameter where they differ)."""
     from pathlib import Path
 
+    from nacvae import distributed
     from nacvae.runs import check_run_dir, read_run_config
     from nacvae.train.config import check_resume_options
 
-    ctx = click.get_current_context()
-    parameter = parameter or {}
-    given = {k: v for k, v in options.items()
-             if ctx.get_parameter_source(parameter.get(k, k)) is not click.core.ParameterSource.DEFAULT}
-    from nacvae import distributed
-
+    typed = typed_options(options, parameter)
+    given = {k: v for k, v in options.items() if k in typed}
     # Under torchrun only rank 0 locks the folder; the others must not mistake its lock for a rival's.
     check_run_dir(Path(out), resume=True, locked=not distributed.is_main())
     check_resume_options(out, read_run_config(Path(out), kind, resuming=True)[kind], given)
@@ -117,11 +114,6 @@ def shown(cls, name: str) -> str:
     return f"[{field.default:g}]" if isinstance(field.default, float) else f"[{field.default}]"
 
 
-def given_method_options(options: dict) -> dict:
-    """``options`` less those left unset (None): a method rejects another method's options."""
-    return {k: v for k, v in options.items() if v is not None}
-
-
 CONFIG_HELP = ("A TOML file of settings, or a run's config.json (or its folder) to repeat that run; options typed "
                "beside it win (docs/guide.md#configuration-files).")
 
@@ -131,8 +123,13 @@ def with_config_file(path, kind: str, options: dict, parameter: dict | None = No
     ParameterSource says which were); ``parameter`` maps a setting to its click parameter."""
     from nacvae.train.config_file import settings_with_file
 
+    return settings_with_file(path, kind, options, typed_options(options, parameter))
+
+
+def typed_options(options: dict, parameter: dict | None = None) -> set[str]:
+    """The settings of ``options`` given on the command line (or in the environment), not left
+    at their defaults; ``parameter`` maps a setting to its click parameter where they differ."""
     ctx = click.get_current_context()
     parameter = parameter or {}
     defaults = (click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP, None)
-    typed = {n for n in options if ctx.get_parameter_source(parameter.get(n, n)) not in defaults}
-    return settings_with_file(path, kind, options, typed)
+    return {n for n in options if ctx.get_parameter_source(parameter.get(n, n)) not in defaults}

@@ -11,7 +11,7 @@ import click
 from nacvae import presets, registry
 from nacvae.cli.launcher import report_to_launcher
 from nacvae.cli.options import (
-    CONFIG_HELP, check_resume, data_options, given_method_options, method_options, shown, with_config_file,
+    CONFIG_HELP, check_resume, data_options, method_options, shown, with_config_file,
 )
 from nacvae.runs import read_config
 from nacvae.train.config import PretrainConfig
@@ -98,7 +98,7 @@ def pretrain(out: str | None, resume: bool, quiet: bool, compile_: bool | None, 
         if config_file is not None:
             options = with_config_file(config_file, "pretrain", options, parameter={"compile": "compile_"})
         data = options.pop("data")
-        cfg = resolve_config(data, **given_method_options(options))
+        cfg = resolve_config(data, **options)  # options left unset (None) are not given
         started = time.perf_counter()
         if out is None:
             tag = cfg.objective + ("-momentum" if cfg.options.get("momentum") else "")

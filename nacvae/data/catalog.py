@@ -102,7 +102,7 @@ def dataset_stats(name: str, data: ImageData | StreamedImages | None = None, wor
     ImageNet, FLICKR-25K and shards: the usual ImageNet constants. Folders: computed from
     the train split (``data`` when it is the train split, else read from ``data_dir``);
     a streamed folder's from a seeded sample of at most 10,000 train images. Others: the
-    constants of ``channel_stats``. ``bad_images`` (a ``stream.BadImages``): a streamed
+    constants of ``channel_stats``. ``bad_images`` (a ``bad_images.BadImages``): a streamed
     folder's unreadable images are replaced and recorded there instead of stopping.
     """
     if is_streamed_name(name):

@@ -28,7 +28,8 @@ import zlib
 
 import torch
 
-from nacvae.data.stream import BadImages, StreamedImages, Unreadable, decode_item, item_rng, settle, worker_errors
+from nacvae.data.bad_images import BadImages, Unreadable, settle, worker_errors
+from nacvae.data.stream import StreamedImages, decode_item, item_rng
 from nacvae.errors import ConfigError, DataError
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")

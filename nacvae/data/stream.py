@@ -32,7 +32,6 @@ and the record counts the bad files and names the first few.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
@@ -41,19 +40,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nacvae.errors import DataError, NacvaeError
+from nacvae.data.bad_images import SKIP_HINT, BadImages, Unreadable, settle, worker_errors
+from nacvae.data.crops import centre_box, random_resized_box, resize_centre_crop
+from nacvae.errors import DataError
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
-    "BadImages",
     "StreamedImages",
-    "Unreadable",
-    "centre_box",
     "default_workers",
     "eval_batches",
-    "random_resized_box",
-    "resize_centre_crop",
     "stream_stats",
     "train_batches",
 ]
@@ -61,89 +57,9 @@ __all__ = [
 # The usual ImageNet channel statistics in [0, 1] units (also used for FLICKR-25K).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# Evaluation resizes the shorter side to size * 256 / 224 before the centre crop.
-EVAL_RESIZE_RATIO = 256 / 224
-CROP_SCALE = (0.08, 1.0)
-CROP_RATIO = (3 / 4, 4 / 3)
-CROP_TRIES = 10
 # Images whose channel statistics are computed for a streamed folder (a seeded sample).
 STATS_SAMPLE = 10_000
 _JPEG_MAGIC = b"\xff\xd8"
-# Bad images named in a run's record; the count covers them all.
-BAD_IMAGES_NAMED = 10
-SKIP_HINT = "remove or replace that file, or pass --skip-bad-images to skip such images"
-
-
-class BadImages:
-    """The images skipped (``--skip-bad-images``): how many distinct files, the first few by
-    name, and the messages of those not yet shown (``take_news``)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.first: list[str] = []
-        self._seen: set[str] = set()
-        self._news: list[str] = []
-
-    def add(self, name: str, message: str) -> None:
-        if name in self._seen:
-            return
-        self._seen.add(name)
-        self.count += 1
-        if len(self.first) < BAD_IMAGES_NAMED:
-            self.first.append(name)
-            self._news.append(message)
-
-    def restore(self, saved) -> None:
-        """Continue a record saved by an earlier part of the run (``to_dict``); a file beyond
-        the named ones that is met again is counted again."""
-        if not isinstance(saved, dict):
-            return
-        first = [str(n) for n in saved.get("first") or [] if isinstance(n, str)]
-        unnamed = max(0, int(saved.get("count") or 0) - len(first)) if isinstance(saved.get("count"), int) else 0
-        for name in first:
-            self.add(name, "")
-        self.count += unnamed
-        self._news = [m for m in self._news if m]
-
-    def take_news(self) -> list[str]:
-        news, self._news = self._news, []
-        return news
-
-    def to_dict(self) -> dict:
-        return {"count": self.count, "first": list(self.first)}
-
-
-@dataclass(frozen=True)
-class Unreadable:
-    """What a worker hands back for an image it cannot read: its name and the sentence."""
-
-    name: str
-    message: str
-
-
-def settle(bad: Sequence[Unreadable], record: BadImages | None) -> None:
-    """Raise the first unreadable image of a batch as its own DataError, or with ``record``
-    (skipping) note them all."""
-    for item in bad:
-        if record is None:
-            raise DataError(item.message)
-        record.add(item.name, item.message)
-
-
-def worker_errors(batches):
-    """``batches`` with an error a DataLoader worker raised re-raised as itself: DataLoader
-    wraps it as 'Caught DataError in DataLoader worker process 0. Original Traceback ...';
-    the user gets the original sentence."""
-    try:
-        yield from batches
-    except NacvaeError as exc:
-        text = str(exc)
-        if not text.startswith("Caught ") or "Original Traceback" not in text:
-            raise
-        last = text.strip().splitlines()[-1]
-        raise type(exc)(last.split(": ", 1)[1] if ": " in last else last) from None
-
-
 @dataclass
 class StreamedImages:
     """One split of a dataset read from files batch by batch.
@@ -205,66 +121,6 @@ def default_workers() -> int:
     except ValueError:
         local = 1
     return max(1, min(8, cores // local - 1))
-
-
-# ------------------------------------------------------------------- crop geometry
-
-
-def random_resized_box(height: int, width: int, rng: np.random.Generator, scale=CROP_SCALE,
-                       ratio=CROP_RATIO) -> tuple[int, int, int, int]:
-    """A RandomResizedCrop box (top, left, h, w) of an image, torchvision's rule.
-
-    Area fraction uniform in ``scale``, aspect ratio log-uniform in ``ratio``, up to ten
-    tries for a box that fits; else the whole image with its aspect ratio clamped into
-    ``ratio``, centred.
-    """
-    area = height * width
-    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
-    for _ in range(CROP_TRIES):
-        target = area * rng.uniform(scale[0], scale[1])
-        aspect = math.exp(rng.uniform(log_lo, log_hi))
-        w = int(round(math.sqrt(target * aspect)))
-        h = int(round(math.sqrt(target / aspect)))
-        if 0 < w <= width and 0 < h <= height:
-            top = int(rng.integers(0, height - h + 1))
-            left = int(rng.integers(0, width - w + 1))
-            return top, left, h, w
-    in_ratio = width / height
-    if in_ratio < ratio[0]:
-        w, h = width, int(round(width / ratio[0]))
-    elif in_ratio > ratio[1]:
-        h, w = height, int(round(height * ratio[1]))
-    else:
-        w, h = width, height
-    return (height - h) // 2, (width - w) // 2, h, w
-
-
-def eval_short_side(size: int) -> int:
-    return int(round(size * EVAL_RESIZE_RATIO))
-
-
-def centre_box(height: int, width: int, size: int) -> tuple[int, int, int, int]:
-    """The box (top, left, h, w) of the original image that ``resize_centre_crop`` keeps."""
-    side = min(height, width) * size / eval_short_side(size)
-    h = w = max(1, int(round(side)))
-    return (height - h) // 2, (width - w) // 2, h, w
-
-
-def _resized_shape(height: int, width: int, short: int) -> tuple[int, int]:
-    """(h, w) after resizing the shorter side to ``short``, keeping the aspect ratio."""
-    if height <= width:
-        return short, max(short, int(short * width / height))
-    return max(short, int(short * height / width)), short
-
-
-def resize_centre_crop(image, size: int):
-    """A PIL image resized (shorter side ``size * 256 / 224``) and centre-cropped to ``size``."""
-    from PIL import Image
-
-    h, w = _resized_shape(image.height, image.width, eval_short_side(size))
-    image = image.resize((w, h), Image.Resampling.BILINEAR)
-    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
-    return image.crop((left, top, left + size, top + size))
 
 
 # ---------------------------------------------------------------------- decoding

@@ -19,7 +19,8 @@ from nacvae.checks import check_int
 from nacvae.data.augment import normalize
 from nacvae.data.catalog import dataset_stats, open_dataset
 from nacvae.data.sources import FOLDER_PREFIX, ImageData
-from nacvae.data.stream import BadImages, StreamedImages, default_workers, eval_batches
+from nacvae.data.bad_images import BadImages
+from nacvae.data.stream import StreamedImages, default_workers, eval_batches
 from nacvae.errors import CheckpointError, ConfigError, DataError
 from nacvae.progress import bar
 

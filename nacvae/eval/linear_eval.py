@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from nacvae.data.augment import AugmentConfig, augment, default_augment, normalize
-from nacvae.data.stream import CROP_RATIO, CROP_SCALE, StreamedImages, train_batches
+from nacvae.data.crops import CROP_RATIO, CROP_SCALE
+from nacvae.data.stream import StreamedImages, train_batches
 from nacvae.errors import ConfigError
 from nacvae.eval.features import (
     as_device, bad_images_for, bad_images_result, check_batch_size, check_channels, labelled_splits,

@@ -16,7 +16,7 @@ from nacvae.runs import read_config, read_metrics
 # number they recorded, as "kind field".
 EVALUATIONS = {
     "eval_linear": (("linear top-1", "test_accuracy"),),
-    "eval_knn": (("k-NN top-1", "test_accuracy"), ("k-NN top-1", "top1"), ("k-NN top-1", "knn_top1")),
+    "eval_knn": (("k-NN top-1", "top1"),),
     "eval_retrieval": (("mAP", "map"),),
     "eval_codes": (("distinct codes", "distinct_codes"),),
     "eval_loglik": (("log p(x) nats", "loglik_nats"),),

@@ -98,8 +98,7 @@ def settings_with_file(path: str | Path, kind: str, options: dict[str, Any], typ
         objective = options.get("objective")
         if "objective" in typed and objective != from_file.get("objective", PretrainConfig.objective):
             # The file's method options belong to its method; another method keeps its own defaults.
-            keep = set(registry.spec(objective).option_names)
-            from_file = {k: v for k, v in from_file.items() if k not in registry.all_options() or k in keep}
+            from_file = registry.settings_for(objective, from_file)
         for a, b in ALTERNATIVES:  # a typed length in steps replaces the file's in epochs, and vice versa
             for mine, other in ((a, b), (b, a)):
                 if mine in typed:

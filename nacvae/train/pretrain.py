@@ -29,7 +29,8 @@ from nacvae.data import augment, default_augment, two_views
 from nacvae.data.catalog import dataset_stats, open_dataset
 from nacvae.data.pool import retrieval_pool
 from nacvae.data.shards import shard_steps
-from nacvae.data.stream import BadImages, StreamedImages, default_workers, train_batches
+from nacvae.data.bad_images import BadImages
+from nacvae.data.stream import StreamedImages, default_workers, train_batches
 from nacvae.devices import resolve_device
 from nacvae.errors import ConfigError
 from nacvae.methods.base import Method

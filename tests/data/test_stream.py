@@ -6,14 +6,8 @@ import torch
 
 from nacvae.data.catalog import open_dataset
 from nacvae.data.imagenet import load_imagenet
-from nacvae.data.stream import (
-    StreamedImages,
-    centre_box,
-    eval_batches,
-    random_resized_box,
-    resize_centre_crop,
-    train_batches,
-)
+from nacvae.data.crops import centre_box, random_resized_box, resize_centre_crop
+from nacvae.data.stream import StreamedImages, eval_batches, train_batches
 from nacvae.errors import DataError
 from tests.imagefiles import make_imagenet
 

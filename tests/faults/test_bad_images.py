@@ -12,7 +12,8 @@ import torch
 
 from nacvae.data.catalog import open_dataset
 from nacvae.data.flickr import load_flickr_labelled
-from nacvae.data.stream import BadImages, train_batches
+from nacvae.data.bad_images import BadImages
+from nacvae.data.stream import train_batches
 from nacvae.errors import DataError
 from tests.clitools import assert_clean_failure, nacvae
 from tests.imagefiles import make_imagenet, make_mirflickr, write_jpeg
