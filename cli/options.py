@@ -106,6 +106,23 @@ def method_options():
     return decorate
 
 
+class _Fractions(click.ParamType):
+    """A comma-separated list of numbers (``--lr-drops 0.5,0.75``), as a tuple; empty for none."""
+
+    name = "fractions"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            return tuple(float(v) for v in str(value).split(",") if v.strip())
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of numbers.", param, ctx)
+
+
+FRACTIONS = _Fractions()
+
+
 def shown(cls, name: str) -> str:
     """``[value]``, the default a run gets, read from the configuration class that sets it."""
     import dataclasses

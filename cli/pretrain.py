@@ -11,7 +11,7 @@ import click
 from nacvae import presets, registry
 from nacvae.cli.launcher import report_to_launcher
 from nacvae.cli.options import (
-    CONFIG_HELP, check_resume, data_options, method_options, shown, with_config_file,
+    CONFIG_HELP, FRACTIONS, check_resume, data_options, method_options, shown, with_config_file,
 )
 from nacvae.runs import read_config
 from nacvae.train.config import PretrainConfig
@@ -24,6 +24,9 @@ from nacvae.train.config import PretrainConfig
               help="Train on the retrieval protocol's unsupervised training subset (5,000 images for CIFAR-10).")
 @click.option("--objective", type=click.Choice(registry.names()), default=None,
               help=f"The pretraining method (docs/method.md) {shown(PretrainConfig, 'objective')}.")
+@click.option("--recipe", type=click.Choice(registry.RECIPES), default=None,
+              help="own: the method's own recipe (its head, start, views, optimiser, schedule and binarisation; "
+                   "docs/method.md); shared: NAC's for every method, as an ablation [own].")
 @click.option("--arch", default=None,
               help=f"Backbone: smallconv, resnet18, resnet50 or vgg16_bn [{presets.help_values('arch')}].")
 @click.option("--epochs", type=int, default=None, help=f"Training epochs [{presets.help_values('epochs')}].")
@@ -37,6 +40,11 @@ from nacvae.train.config import PretrainConfig
 @click.option("--lr", type=float, default=None,
               help=f"Peak learning rate [{presets.help_values('lr')}]; a method's recipe may set its own.")
 @click.option("--weight-decay", type=float, default=None, help=f"{shown(PretrainConfig, 'weight_decay')}; a method's recipe may set its own.")
+@click.option("--schedule", type=click.Choice(["cosine", "step"]), default=None,
+              help="After the warm-up: cosine decay to 0, or a step rate divided by 10 at each --lr-drops "
+                   f"{shown(PretrainConfig, 'schedule')}; a method's recipe may set its own.")
+@click.option("--lr-drops", type=FRACTIONS, default=None, metavar="F[,F...]",
+              help="--schedule step: the fractions of the run at which the rate is divided by 10 (none: constant).")
 @click.option("--warmup-epochs", type=int, default=None, help=f"Linear warm-up before the cosine decay, in epochs [{presets.help_values('warmup_epochs')}].")
 @click.option("--warmup-steps", type=int, default=None,
               help=f"Linear warm-up in steps, instead of --warmup-epochs [{presets.help_values('warmup_steps')}]; NAC "

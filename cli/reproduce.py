@@ -24,6 +24,11 @@ from nacvae.studies.presets import ALL_INITS, INITS, RETRIEVAL_NAC, TAUGHT, TEAC
               help=f"Encoders to train and evaluate, comma-separated, from {', '.join(ALL_INITS)} "
                    f"({', '.join(TAUGHT)} add {TEACHER_INIT}, their teacher) [the preset's: "
                    f"{', '.join(INITS + (RETRIEVAL_NAC,))}].")
+@click.option("--recipe", type=click.Choice(["own", "shared"]), default="own", show_default=True,
+              help="Encoder studies: each method's own recipe, or NAC's for every method (the ablation); with its "
+                   "own recipe a method of another batch size trains the same number of epochs.")
+@click.option("--no-vae", "no_vae", is_flag=True,
+              help="Encoder studies: evaluate the encoders and train no VAE.")
 @click.option("--flip-prob", type=float, default=None, help="NAC's channel flip probability [preset default].")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Where the dataset lives.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -44,7 +49,7 @@ from nacvae.studies.presets import ALL_INITS, INITS, RETRIEVAL_NAC, TAUGHT, TEAC
 def reproduce(preset: str, seeds: int, only_seeds: tuple[int, ...], flip_prob: float | None, data_dir: str | None, device: str, out: str | None,
               resume: bool, as_json: bool, quiet: bool, methods: str | None = None,
               encoders_from: str | None = None, likelihood: str | None = None, latent_dim: int | None = None,
-              vae_steps: int | None = None) -> None:
+              vae_steps: int | None = None, recipe: str = "own", no_vae: bool = False) -> None:
     """Pretrain NAC, SimCLR and MoCo-v2 for the same number of steps (and NAC again at the
     preset's retrieval p), evaluate them and a random encoder (linear probe, retrieval, code
     statistics), train a VAE from each and estimate its log-likelihood; write results.md,
@@ -66,6 +71,9 @@ def reproduce(preset: str, seeds: int, only_seeds: tuple[int, ...], flip_prob: f
     options = dict(seeds=seeds, data_dir=data_dir, device=device, progress=not quiet, log=log, flip_prob=flip_prob,
                    resume=resume, only_seeds=list(only_seeds) or None)
     if preset in VAE_PRESETS:
+        if recipe != "own" or no_vae:
+            raise ConfigError(f"--{'recipe' if recipe != 'own' else 'no-vae'} belongs to the encoder studies, "
+                              f"not to the {preset} preset.")
         if methods is not None:
             raise ConfigError(f"--methods chooses the encoders of the encoder studies; the {preset} preset always "
                               "trains NAC, SimCLR and MoCo-v2.")
@@ -78,7 +86,7 @@ def reproduce(preset: str, seeds: int, only_seeds: tuple[int, ...], flip_prob: f
         if given:
             raise ConfigError(f"{given[0]} belongs to the VAE study (--preset {', '.join(VAE_PRESETS)}), "
                               f"not to the {preset} preset.")
-        results = run_study(preset, out, **options,
+        results = run_study(preset, out, **options, recipe=recipe, vaes=not no_vae,
                             methods=None if methods is None else [m.strip() for m in methods.split(",") if m.strip()])
     if as_json:
         click.echo(json.dumps({k: v for k, v in results.items() if k != "rows"}, indent=2))

@@ -30,7 +30,13 @@ METHODS_DIR = Path(__file__).with_name("methods")
 USER_METHODS = "NACVAE_METHODS"
 KINDS = ("real", "int", "flag", "path")
 # Training settings a method's recipe may set over the dataset's preset.
-RECIPE_KEYS = ("optimizer", "lr", "weight_decay", "warmup_steps", "warmup_epochs", "code_dim")
+RECIPE_KEYS = ("optimizer", "lr", "weight_decay", "warmup_steps", "warmup_epochs", "code_dim", "batch_size",
+               "schedule", "lr_drops")
+# How a run's settings are chosen: each method's own recipe (its SPEC: recipe, head, start,
+# views, binarisation), or NAC's shared one for every method (an ablation).
+RECIPES = ("own", "shared")
+STARTS = ("random", "teacher", "frozen-teacher")
+BINARISATIONS = {"sign": "sgn(a)", "sigmoid-mean": "sigmoid(a) > its mean over the training images"}
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,11 @@ class MethodSpec:
     streams: bool = True                         # needs nothing of the dataset but its batches
     predictor: bool = False                      # the encoder has NAC's prediction head
     head: str = "mlp"                            # projection head: mlp (sqrt(D)-scaled, two layers) or linear
+    head_std: float | None = None                # linear head: weights N(0, std^2) and bias 0 (None: PyTorch's init)
     recipe: dict[str, Any] = field(default_factory=dict)  # training settings over the preset
+    start: str = "random"                        # random | teacher (its backbone, trained) | frozen-teacher
+    views: int = 2                               # augmented views of each image per step (1 or 2)
+    binarisation: str = "sign"                   # how codes are read from a (BINARISATIONS)
     reference: str = ""                          # the paper
     order: int = 100                             # place in lists (the paper's order)
     group: str = "baseline"                      # main: the studies train VAEs from it; baseline: evaluated
@@ -90,7 +100,10 @@ class MethodSpec:
 
 
 def _evaluate(node: ast.AST) -> Any:
-    """A literal, or a call of MethodSpec / Option with literal arguments."""
+    """A literal, a quotient of two literal numbers (a recipe's 25_000 / 55_000), or a call of
+    MethodSpec / Option / dict with literal arguments."""
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+        return _evaluate(node.left) / _evaluate(node.right)
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _CONSTRUCTORS:
         return _CONSTRUCTORS[node.func.id](*map(_evaluate, node.args),
                                            **{k.arg: _evaluate(k.value) for k in node.keywords})
@@ -102,7 +115,7 @@ def _evaluate(node: ast.AST) -> Any:
     return ast.literal_eval(node)
 
 
-_CONSTRUCTORS = {"MethodSpec": MethodSpec, "Option": Option}
+_CONSTRUCTORS = {"MethodSpec": MethodSpec, "Option": Option, "dict": dict}
 
 
 def read_spec(path: Path) -> MethodSpec | None:
@@ -152,6 +165,12 @@ def _check_spec(spec: MethodSpec, path: Path) -> None:
         problem = f"its recipe may set only {', '.join(RECIPE_KEYS)}"
     elif spec.head not in ("mlp", "linear"):
         problem = "its head must be mlp or linear"
+    elif spec.start not in STARTS:
+        problem = f"its start must be one of {', '.join(STARTS)}"
+    elif spec.views not in (1, 2):
+        problem = "its views must be 1 or 2"
+    elif spec.binarisation not in BINARISATIONS:
+        problem = f"its binarisation must be one of {', '.join(BINARISATIONS)}"
     elif spec.group not in ("main", "baseline"):
         problem = "its group must be main or baseline"
     elif len(set(spec.option_names)) != len(spec.options):
@@ -210,6 +229,18 @@ def group(name: str) -> tuple[str, ...]:
 def teacher_methods(required: bool | None = None) -> tuple[str, ...]:
     """The methods that take --teacher (with ``required`` True / False: that need / may take one)."""
     return tuple(m for m, o in all_options().get("teacher", ()) if required is None or o.required == required)
+
+
+def recipe_of(name: str, recipe: str = "own") -> dict[str, Any]:
+    """The training settings method ``name`` sets over the dataset's preset: its own recipe's,
+    or none under the shared recipe."""
+    check_recipe(recipe)
+    return dict(spec(name).recipe) if recipe == "own" else {}
+
+
+def check_recipe(recipe: Any) -> None:
+    if recipe not in RECIPES:
+        raise ConfigError(f"Unknown --recipe {recipe!r}; choose one of {', '.join(RECIPES)}.")
 
 
 def settings_for(name: str, settings: dict[str, Any]) -> dict[str, Any]:

@@ -50,8 +50,19 @@ def load_encoder(path: str | Path, arch: str | None = None,
         encoder.load_state_dict(state)
     except RuntimeError as exc:
         raise CheckpointError(f"{path} does not hold weights of a {meta['arch']} encoder.") from exc
+    _set_binarisation(encoder, meta, path)
     return encoder, {**meta, "checkpoint": str(path), "step": ckpt["step"], "complete": ckpt["complete"],
                      "config": ckpt["config"]}
+
+
+def _set_binarisation(encoder: PretrainEncoder, meta: dict[str, Any], path) -> None:
+    """The binarisation the checkpoint records (nacvae.train.binarisation); sgn(a) when it has none."""
+    entry = meta.get("binarisation") or {"rule": "sign"}
+    try:
+        threshold = entry.get("threshold")
+        encoder.set_binarisation(entry["rule"], None if threshold is None else torch.tensor(threshold))
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{path} records a binarisation nacvae cannot read ({entry!r}).") from None
 
 
 def random_encoder(arch: str, image_shape: tuple[int, int, int], code_dim: int = 128,

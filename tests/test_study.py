@@ -122,8 +122,11 @@ def test_methods_choose_the_encoders_and_bring_the_teacher(tmp_path):
     assert "vae_loglik_nats" in results["table"]["simclr"]
     assert all("vae_loglik_nats" not in results["table"][m] for m in ("deepbit", "ssdh"))
     ssdh = json.loads((out / "seed-0" / "pretrain-ssdh" / "config.json").read_text())["pretrain"]
-    assert ssdh["options"]["teacher"] == str(out / "seed-0" / "pretrain-simclr") and ssdh["steps"] == 4
+    assert ssdh["options"]["teacher"] == str(out / "seed-0" / "pretrain-simclr")
+    # Each on its own recipe, for the same epochs: 4 steps of 512 images are 85 of SSDH's 24, 64 of DeepBit's 32.
+    assert (ssdh["recipe"], ssdh["batch_size"], ssdh["steps"], ssdh["optimizer"]) == ("own", 24, 85, "sgd")
     deepbit = json.loads((out / "seed-0" / "pretrain-deepbit" / "config.json").read_text())["pretrain"]
+    assert (deepbit["batch_size"], deepbit["steps"]) == (32, 64)
     assert deepbit["options"]["teacher"] == ssdh["options"]["teacher"]  # DeepBit's hash layer sits on SimCLR's frozen backbone
     assert resolve_methods(TOY, ["deepbit"]) == ["simclr", "deepbit"]
     plan = json.loads((out / "study.json").read_text())

@@ -18,8 +18,8 @@ from torch import nn
 from nacvae.data.stream import StreamedImages
 from nacvae.eval.codes import code_statistics
 from nacvae.eval.features import (
-    as_device, bad_images_for, bad_images_result, check_batch_size, check_channels, image_codes, normalization_stats,
-    open_split, require_projector, resolve_workers, streamed_outputs
+    as_device, bad_images_for, bad_images_result, check_batch_size, check_channels, code_rule, image_codes,
+    normalization_stats, open_split, require_projector, resolve_workers, streamed_outputs
 )
 from nacvae.models.backbones import fast_layout
 
@@ -63,7 +63,7 @@ def evaluate_codes(
     return {
         **stats,
         "mean_pairwise_hamming_fraction": hamming / stats["code_length"],
-        "codes": "sgn(a)",
+        "codes": code_rule(encoder),
         "dataset": data,
         "split": split,
         **bad_images_result(bad),

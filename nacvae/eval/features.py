@@ -17,17 +17,19 @@ from torch import nn
 
 from nacvae.checks import check_int
 from nacvae.data.augment import normalize
+from nacvae.data.bad_images import BadImages
 from nacvae.data.catalog import dataset_stats, open_dataset
 from nacvae.data.sources import FOLDER_PREFIX, ImageData
-from nacvae.data.bad_images import BadImages
 from nacvae.data.stream import StreamedImages, default_workers, eval_batches
 from nacvae.errors import CheckpointError, ConfigError, DataError
 from nacvae.progress import bar
+from nacvae.registry import BINARISATIONS
 
 __all__ = [
     "as_device",
     "check_batch_size",
     "check_channels",
+    "code_rule",
     "image_codes",
     "normalization_stats",
     "open_split",
@@ -124,13 +126,19 @@ def streamed_batches(fn, data: StreamedImages, mean, std, batch_size: int, devic
 
 @torch.no_grad()
 def image_codes(encoder: nn.Module, images: torch.Tensor, mean, std, batch_size: int, device) -> torch.Tensor:
-    """Codes sgn(a) [N, D] (bool, on the CPU) of uint8 images, the encoder in eval mode."""
+    """Codes [N, D] (bool, on the CPU) of uint8 images, the encoder in eval mode: sgn(a), or
+    the encoder's own binarisation (``PretrainEncoder.codes``)."""
     encoder.eval()
     parts = []
     for s in bar(range(0, len(images), batch_size), desc="codes", unit="batch"):
         x = normalize(images[s : s + batch_size], mean, std).to(device)
         parts.append(encoder.codes(x).cpu())
     return torch.cat(parts)
+
+
+def code_rule(encoder: nn.Module) -> str:
+    """How the encoder reads its bits from a, as results state it ("sgn(a)", DeepBit's training mean)."""
+    return BINARISATIONS[getattr(encoder, "binarisation", "sign")]
 
 
 def require_projector(encoder: nn.Module, what: str) -> None:

@@ -22,8 +22,8 @@ from nacvae.data.flickr import PAPER_QUERIES, PAPER_TRAIN
 from nacvae.data.pool import retrieval_pool, streamed_retrieval_pool
 from nacvae.errors import ConfigError, DataError
 from nacvae.eval.features import (
-    as_device, bad_images_for, bad_images_result, check_batch_size, check_channels, image_codes, normalization_stats,
-    require_projector, resolve_workers, streamed_outputs
+    as_device, bad_images_for, bad_images_result, check_batch_size, check_channels, code_rule, image_codes,
+    normalization_stats, require_projector, resolve_workers, streamed_outputs
 )
 from nacvae.eval.paper_ranking import paper_mean_average_precision
 from nacvae.eval.retrieval import mean_average_precision
@@ -112,7 +112,7 @@ def evaluate_retrieval(
         "num_queries": described["num_queries"],
         "gallery_size": described["gallery_size"],
         "bits": int(q_codes.shape[1]),
-        "codes": "sgn(a)",
+        "codes": code_rule(encoder),
         "ranking": ranking,
         "ties": "gallery-index" if ranking == "hamming" else "numpy-default-argsort",
         "empty_queries": "zero" if count_empty else "excluded",

@@ -42,6 +42,10 @@ class Method(nn.Module):
     def begin_step(self, indices: torch.Tensor) -> None:
         """Called before ``loss`` with the dataset rows of this process's batch."""
 
+    def at_step(self, step: int, total_steps: int) -> None:
+        """Called before ``loss`` with the step about to run (0-based) of the run's total, for
+        methods whose loss changes with the stage of training (DeepBit's rotation stage)."""
+
     def num_negatives(self, global_batch: int) -> int | None:
         """For NAC: how many codes the negative term sums over, so that the loss of the
         trivial solution z = 0 is log of it. None for objectives without that property."""
@@ -57,16 +61,18 @@ class Method(nn.Module):
         wrapper = self.__dict__.get("_encoder_wrapper")
         return self.encoder if wrapper is None else wrapper
 
-    def _encode_pair(self, x1: torch.Tensor, x2: torch.Tensor, encoder: nn.Module):
+    def _encode_pair(self, x1: torch.Tensor, x2: torch.Tensor | None, encoder: nn.Module):
+        """((h1, h2), (a1, a2), (l1, l2)) of two views; with ``x2`` None (a method of one view
+        per step) the second of each pair is None."""
         b = x1.shape[0]
-        x = torch.cat([x1, x2], dim=0)
+        x = x1 if x2 is None else torch.cat([x1, x2], dim=0)
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(x.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None):
             h, a, l = encoder(x)
         # Half-precision outputs of autocast become float32; float64 stays float64.
         as_float = lambda t: t.float() if t is not None and t.element_size() < 4 else t  # noqa: E731
-        split = lambda t: (None, None) if t is None else (t[:b], t[b:])  # noqa: E731
+        split = lambda t: (None, None) if t is None else (t[:b], t[b:] if x2 is not None else None)  # noqa: E731
         return split(as_float(h)), split(as_float(a)), split(as_float(l))
 
     def _all_keys(self, keys: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,12 @@
 """DistillHash: the teacher's most and least similar pairs, distilled by two fractions,
-and a likelihood of the codes' inner products (docs/method.md, "Baselines")."""
+and a likelihood of the codes' inner products (docs/method.md, "Baselines").
+
+The paper's distillation criterion (its section 3, hyper-parameters o and p) could not be
+read here, and no public implementation was found: the quantile rule is a stand-in. Its
+recipe otherwise follows SSDH's, the same authors' earlier method, which DistillHash builds
+on: the student starts from the teacher, fine-tuned end to end under one Linear -> tanh hash
+layer, SGD lr 1e-3, momentum 0.9, weight decay 1e-5, batch 24, one view.
+"""
 
 from __future__ import annotations
 
@@ -17,10 +24,18 @@ SPEC = MethodSpec(
     reference="Yang et al., CVPR 2019",
     order=6,
     streams=False,  # the teacher's features of every training image
+    head="linear",
+    start="teacher",
+    views=1,
+    recipe=dict(optimizer="sgd", lr=1e-3, weight_decay=1e-5, batch_size=24, warmup_steps=0, schedule="step"),
     options=(
         Option("teacher", None, kind="path", required=True,
                help="A pretraining run, checkpoint or backbone state dict whose features give the pair "
-                    "similarities."),
+                    "similarities (and, under DistillHash's recipe, the student's starting weights)."),
+        Option("similar_fraction", 0.05, low=0.0, high=1.0, low_open=True,
+               help="The closest fraction of the teacher's pairs, labelled similar."),
+        Option("dissimilar_fraction", 0.5, low=0.0, high=1.0, low_open=True,
+               help="The farthest fraction of the teacher's pairs, labelled dissimilar."),
     ),
 )
 
@@ -39,5 +54,5 @@ class DistillHash(TeacherPairs):
         return distillhash_loss(h, *distilled_pairs(d, *self.thresholds)), a1
 
 
-def build(encoder: PretrainEncoder, options: dict, *, seed: int, teacher=None) -> Method:
-    return DistillHash(encoder, teacher, seed=seed)
+def build(encoder: PretrainEncoder, options: dict, *, seed: int, teacher=None, recipe: str = "own") -> Method:
+    return DistillHash(encoder, teacher, options["similar_fraction"], options["dissimilar_fraction"], seed=seed)

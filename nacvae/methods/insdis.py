@@ -1,5 +1,11 @@
 """Instance discrimination (InsDis): a memory bank of one unit embedding per training image,
-with the exact softmax over the bank or its NCE estimate (docs/method.md, "Baselines")."""
+with the exact softmax over the bank or its NCE estimate (docs/method.md, "Baselines").
+
+Its recipe is the authors' release (zhirongw/lemniscate.pytorch, cifar.py and its README):
+one Linear 512 -> 128 embedding (L2-normalised), SGD lr 0.03, momentum 0.9, weight decay
+5e-4, batch 128, a constant rate (cifar.py's step schedule is defined but its call is
+commented out), one view per step whose embedding updates the bank.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +26,9 @@ SPEC = MethodSpec(
     reference="Wu et al., CVPR 2018",
     order=3,
     streams=False,  # one bank row per training image
+    head="linear",
+    views=1,
+    recipe=dict(optimizer="sgd", lr=0.03, weight_decay=5e-4, batch_size=128, warmup_steps=0, schedule="step"),
     options=(
         Option("temperature", 0.07, help="Softmax temperature.", low=0.0, low_open=True),
         Option("negatives", None, kind="int", optional=True,
@@ -31,7 +40,8 @@ SPEC = MethodSpec(
 
 
 class InsDis(Method):
-    """Both views of an image are draws of its instance. The bank (and the NCE normaliser Z,
+    """Each view of an image is a draw of its instance (one per step under its own recipe,
+    two under the shared one, their mean then updating the bank). The bank (and the NCE normaliser Z,
     estimated on the first step) are buffers, so they are part of the checkpoint; under
     torchrun every process applies every process's updates, so the banks stay identical.
     The update of a step is applied in ``after_step``, once the loss has been differentiated.
@@ -70,9 +80,14 @@ class InsDis(Method):
         if self._indices is None:
             raise RuntimeError("InsDis needs begin_step(indices) before each loss")
         _, (a1, a2), _ = self._encode_pair(x1, x2, self.query_encoder)
-        f1, f2 = nn.functional.normalize(a1, dim=1), nn.functional.normalize(a2, dim=1)
-        f = torch.cat([f1, f2], dim=0)
-        index = torch.cat([self._indices, self._indices]).to(self.memory.device)
+        f1 = nn.functional.normalize(a1, dim=1)
+        if a2 is None:
+            f, index, update = f1, self._indices.to(self.memory.device), f1
+        else:
+            f2 = nn.functional.normalize(a2, dim=1)
+            f = torch.cat([f1, f2], dim=0)
+            index = torch.cat([self._indices, self._indices]).to(self.memory.device)
+            update = 0.5 * (f1 + f2)
         n = self.memory.shape[0]
         if self.exact:
             loss = insdis_softmax_loss(f, self.memory, index, self.temperature)
@@ -84,7 +99,7 @@ class InsDis(Method):
             loss = insdis_nce_loss(f, self.memory[index], noise, self.temperature, n, self.normaliser.to(f.dtype))
         # Every process's rows and embeddings, for an identical bank update everywhere.
         rows = self._all_keys(self._indices.to(self.memory.device))
-        new = self._all_keys(0.5 * (f1 + f2).detach())
+        new = self._all_keys(update.detach())
         self._pending = (rows, new)
         return loss, a1
 

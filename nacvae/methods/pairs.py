@@ -17,8 +17,9 @@ class TeacherPairs(Method):
 
     The teacher's features of every training image and the two distance thresholds are
     computed once (``attach_dataset``; on rank 0 and broadcast under torchrun) and kept out of
-    the checkpoint: a resumed run recomputes them from the same teacher. Both views of each
-    image are coded; the two views of an image are a pair at distance 0.
+    the checkpoint: a resumed run recomputes them from the same teacher. With two views (the
+    shared recipe) both views of each image are coded and the two views of an image are a
+    pair at distance 0; with one (the methods' own recipes) the N images give N x N pairs.
     """
 
     max_threshold_images = 4000  # pairs of at most this many images estimate the thresholds
@@ -52,8 +53,10 @@ class TeacherPairs(Method):
         if self._indices is None or self.thresholds is None:
             raise RuntimeError(f"{type(self).__name__} needs attach_dataset() and begin_step(indices)")
         _, (a1, a2), _ = self._encode_pair(x1, x2, self.query_encoder)
-        h = torch.tanh(torch.cat([a1, a2], dim=0))
         feats = self.teacher_features[self._indices.to(self.teacher_features.device)]
         d = cosine_distances(feats)
+        if a2 is None:
+            return torch.tanh(a1), d.to(a1.dtype), a1
+        h = torch.tanh(torch.cat([a1, a2], dim=0))
         d = torch.cat([torch.cat([d, d], dim=1)] * 2, dim=0).to(h.dtype)  # the same image in either view
         return h, d, a1

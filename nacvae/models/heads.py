@@ -36,7 +36,7 @@ class PretrainEncoder(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, feature_dim: int, code_dim: int, predictor: bool = True,
-                 head: str = "mlp") -> None:
+                 head: str = "mlp", head_std: float | None = None) -> None:
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
@@ -44,7 +44,25 @@ class PretrainEncoder(nn.Module):
         self.feature_dim = feature_dim
         self.code_dim = code_dim
         self.projector = ScaledMLP(feature_dim, code_dim) if head == "mlp" else nn.Linear(feature_dim, code_dim)
+        if head == "linear" and head_std is not None:  # the hashing releases' hash layer: N(0, std^2), bias 0
+            nn.init.normal_(self.projector.weight, 0.0, head_std)
+            nn.init.zeros_(self.projector.bias)
         self.predictor = ScaledMLP(feature_dim, code_dim) if predictor else None
+        # How codes are read from a (nacvae.registry.BINARISATIONS): sgn(a), or a bit's
+        # sigmoid(a) above its mean over the training images (DeepBit), kept out of the
+        # state dict: the checkpoint's meta records it (set_binarisation).
+        self.binarisation = "sign"
+        self.register_buffer("code_threshold", None, persistent=False)
+
+    def set_binarisation(self, rule: str, threshold: torch.Tensor | None = None) -> None:
+        """``rule`` "sign", or "sigmoid-mean" with the per-bit training mean of sigmoid(a) [D]."""
+        if rule == "sign":
+            self.binarisation, self.code_threshold = rule, None
+        elif rule == "sigmoid-mean" and threshold is not None and tuple(threshold.shape) == (self.code_dim,):
+            device = next(self.projector.parameters()).device
+            self.binarisation, self.code_threshold = rule, threshold.detach().float().to(device)
+        else:
+            raise ValueError(f"a binarisation is sign, or sigmoid-mean with {self.code_dim} thresholds; got {rule!r}")
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         h = self.backbone(x)
@@ -54,8 +72,16 @@ class PretrainEncoder(nn.Module):
 
     @torch.no_grad()
     def codes(self, x: torch.Tensor) -> torch.Tensor:
-        """Binary activation codes sgn(a) as a bool tensor [B, D] (True for a > 0)."""
-        return self.projector(self.backbone(x)) > 0
+        """Binary codes as a bool tensor [B, D]: a > 0 (sgn a), or, for the sigmoid-mean
+        binarisation, sigmoid(a) > the bit's training mean."""
+        return binarize(self.projector(self.backbone(x)), self.binarisation, self.code_threshold)
+
+
+def binarize(a: torch.Tensor, rule: str = "sign", threshold: torch.Tensor | None = None) -> torch.Tensor:
+    """Bool codes of pre-activations a [N, D] under a binarisation rule (see PretrainEncoder)."""
+    if rule == "sign":
+        return a > 0
+    return torch.sigmoid(a.float()) > threshold.to(a.device)
 
 
 def ema_copy(module: nn.Module) -> nn.Module:

@@ -46,11 +46,13 @@ class HalfGaussians:
         return self.mode - alpha * self.sigma_left, self.mode + beta * self.sigma_right
 
 
-def fit_half_gaussians(distances: torch.Tensor, bins: int = 100) -> HalfGaussians:
-    """The mode (centre of the fullest of ``bins`` equal bins over [min, max]; the first such
-    bin on ties) and the root-mean-square deviations from it of the distances on each side."""
+def fit_half_gaussians(distances: torch.Tensor, bins: int = 100,
+                       value_range: tuple[float, float] | None = None) -> HalfGaussians:
+    """The mode (centre of the fullest of ``bins`` equal bins over ``value_range``, by default
+    [min, max]; the first such bin on ties; distances outside the range are not counted) and
+    the root-mean-square deviations from it of the distances on each side."""
     d = distances.double().flatten()
-    lo, hi = float(d.min()), float(d.max())
+    lo, hi = (float(d.min()), float(d.max())) if value_range is None else map(float, value_range)
     width = (hi - lo) / bins
     if width <= 0:
         return HalfGaussians(lo, 0.0, 0.0)
@@ -68,11 +70,15 @@ def pseudo_similarity(distances: torch.Tensor, d_similar: float, d_dissimilar: f
     return torch.where(distances <= d_similar, 1.0, s)
 
 
-def ssdh_loss(h: torch.Tensor, similarity: torch.Tensor) -> torch.Tensor:
+def ssdh_loss(h: torch.Tensor, similarity: torch.Tensor, diagonal: bool = False) -> torch.Tensor:
     """Sum over ordered pairs i != j of |S_ij| (h_i . h_j / K - S_ij)^2, divided by the number
     of such pairs; h: relaxed codes [N, K]. Pairs with S_ij = 0 (neither clearly similar nor
-    clearly dissimilar) contribute nothing."""
+    clearly dissimilar) contribute nothing. With ``diagonal`` the sum runs over the whole
+    N x N batch, each image paired with itself included, divided by N^2 (SSDH's recipe)."""
     n, k = h.shape
-    off = ~torch.eye(n, dtype=torch.bool, device=h.device)
     residual = (h @ h.T) / k - similarity
-    return (similarity.abs() * residual.pow(2))[off].mean()
+    weighted = similarity.abs() * residual.pow(2)
+    if diagonal:
+        return weighted.sum() / (n * n)
+    off = ~torch.eye(n, dtype=torch.bool, device=h.device)
+    return weighted[off].mean()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nacvae.files import FolderLock, check_name_lengths, write_json
-from nacvae.registry import settings_for
+from nacvae.registry import check_recipe, recipe_of, settings_for
 from nacvae.runs import check_run_dir, create_run_dir, read_metrics
 from nacvae.studies.folders import add_seconds, fix_plan, read_rows, seeds_to_run, stage_state, study_seconds
 from nacvae.studies.presets import (
@@ -31,18 +31,23 @@ from nacvae.studies.report import COLUMNS, ROW_KEYS, study_rows, write_results
 def run_study(preset: str | Preset, out: str | Path, seeds: int = 1, data_dir: str | None = None,
               device: str = "auto", progress: bool = True, log: Callable[[str], None] = print,
               flip_prob: float | None = None, resume: bool = False,
-              only_seeds: list[int] | None = None, methods: list[str] | None = None) -> dict[str, Any]:
+              only_seeds: list[int] | None = None, methods: list[str] | None = None,
+              recipe: str = "own", vaes: bool = True) -> dict[str, Any]:
     """Run the chain for seeds 0..``seeds``-1 (or just ``only_seeds``) into ``out``;
     returns the results aggregated over every seed the folder holds.
 
     With ``resume`` an existing study folder is continued: rows already written are kept,
     stages already complete are reused and interrupted runs continue from their checkpoints.
     ``methods`` chooses the encoders (``ALL_INITS`` names; the preset's set by default).
+    ``recipe`` "own" trains each method with its own recipe over the preset (``method_budget``),
+    "shared" every method with the preset's settings. ``vaes=False`` evaluates the encoders
+    and trains no VAE (their VAE columns stay empty).
     """
     from nacvae.devices import resolve_device
     from nacvae.train.config import resolve_config
 
     name, preset = lookup_preset(preset, PRESETS, "preset")
+    check_recipe(recipe)
     todo = seeds_to_run(seeds, only_seeds)
     wanted = resolve_methods(preset, methods)
     out = Path(out)
@@ -65,6 +70,8 @@ def run_study(preset: str | Preset, out: str | Path, seeds: int = 1, data_dir: s
         header["methods"] = wanted
     if any(m in wanted for m in TAUGHT):
         header["teacher"] = f"the same seed's {TEACHER_INIT} encoder"
+    if any(recipe_of(_objective(m)) for m in wanted if m != "random"):  # studies without such methods keep their study.json
+        header["recipe"] = recipe
 
     # Every seed's files are read before anything is trained, so that a damaged one stops
     # the study at once rather than after the seeds before it.
@@ -91,7 +98,7 @@ def run_study(preset: str | Preset, out: str | Path, seeds: int = 1, data_dir: s
                 rows[:] = read_rows(rows_file, ROW_KEYS)
                 done = {r["init"] for r in rows}
             _run_seed(preset, seed, out / f"seed-{seed}", pretrain_overrides, wanted, done, data_dir, device,
-                      torch_device, progress, log, emit)
+                      torch_device, progress, log, emit, recipe, vaes)
         add_seconds(rows_file.parent, time.time() - started)
         results = write_results(out, header)
     if results is None:  # every seed was already complete
@@ -101,7 +108,8 @@ def run_study(preset: str | Preset, out: str | Path, seeds: int = 1, data_dir: s
 
 def _run_seed(preset: Preset, seed: int, seed_dir: Path, pretrain_overrides: dict[str, Any], wanted: list[str],
               done: set[str], data_dir: str | None, device: str, torch_device, progress: bool,
-              log: Callable[[str], None], emit: Callable[[dict[str, Any]], None]) -> None:
+              log: Callable[[str], None], emit: Callable[[dict[str, Any]], None], recipe: str = "own",
+              vaes: bool = True) -> None:
     from nacvae.eval.codes_eval import evaluate_codes
     from nacvae.eval.encoders import resolve_encoder
     from nacvae.eval.linear_eval import evaluate_linear
@@ -113,8 +121,8 @@ def _run_seed(preset: Preset, seed: int, seed_dir: Path, pretrain_overrides: dic
 
     runs: dict[str, Path] = {}
     for init in [i for i in wanted if i != "random"]:
-        objective = RETRIEVAL_OF if init == RETRIEVAL_NAC else init
-        overrides = dict(pretrain_overrides)
+        objective = _objective(init)
+        overrides = method_budget(objective, pretrain_overrides, recipe)
         if init == RETRIEVAL_NAC:
             overrides["flip_prob"] = preset.retrieval_flip_prob
         if init in TAUGHT:
@@ -127,7 +135,8 @@ def _run_seed(preset: Preset, seed: int, seed_dir: Path, pretrain_overrides: dic
         if state is None:
             continue
         log(f"[seed {seed}] pretraining {init}")
-        cfg = resolve_config(preset.data, objective=objective, seed=seed, **settings_for(objective, overrides))
+        cfg = resolve_config(preset.data, objective=objective, seed=seed, recipe=recipe,
+                             **settings_for(objective, overrides))
         pretrain(cfg, run, resume=state, progress=progress)
     for init in wanted:
         if init in done:
@@ -154,7 +163,7 @@ def _run_seed(preset: Preset, seed: int, seed_dir: Path, pretrain_overrides: dic
         }
         for key, _, _, _ in COLUMNS:
             row.setdefault(key, None)
-        if init in INITS:  # the new baselines and the retrieval NAC get no VAE
+        if init in INITS and vaes:  # the new baselines and the retrieval NAC get no VAE
             vae_run = seed_dir / f"vae-{init}"
             state = stage_state(vae_run, log, f"[seed {seed}] VAE from {init}")
             if state is not None:
@@ -171,6 +180,29 @@ def _run_seed(preset: Preset, seed: int, seed_dir: Path, pretrain_overrides: dic
                 "vae_run": f"{seed_dir.name}/{vae_run.name}",
             })
         emit(row)
+
+
+def _objective(init: str) -> str:
+    return RETRIEVAL_OF if init == RETRIEVAL_NAC else init
+
+
+def method_budget(objective: str, settings: dict[str, Any], recipe: str = "own") -> dict[str, Any]:
+    """The study's pretraining ``settings`` as they apply to ``objective`` under ``recipe``.
+
+    Under its own recipe a method keeps the training settings its recipe sets (optimiser, lr,
+    batch size, warm-up...) and the study's others, and the budget stays equal in epochs: a
+    method with its own batch size trains steps x batch / its batch steps, so that it sees as
+    many images as every other method."""
+    own = recipe_of(objective, recipe)
+    if not own:
+        return dict(settings)
+    dropped = set(own)
+    if {"warmup_steps", "warmup_epochs"} & dropped:
+        dropped |= {"warmup_steps", "warmup_epochs"}
+    out = {k: v for k, v in settings.items() if k not in dropped}
+    if "batch_size" in own and settings.get("steps") is not None and settings.get("batch_size") is not None:
+        out["steps"] = max(1, round(settings["steps"] * settings["batch_size"] / own["batch_size"]))
+    return out
 
 
 def _last_train_value(run: Path, key: str) -> float | None:

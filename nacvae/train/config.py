@@ -18,6 +18,7 @@ from nacvae.errors import CheckpointError, ConfigError
 
 # Lengths that replace each other: a count in epochs from one layer drops the other layer's count in steps.
 ALTERNATIVES = (("epochs", "steps"), ("warmup_epochs", "warmup_steps"))
+SCHEDULES = ("cosine", "step")
 
 
 @dataclass
@@ -30,6 +31,7 @@ class PretrainConfig:
     subset: str | None = None          # None (whole train split) or "retrieval"
     objective: str = "nac"
     options: dict[str, Any] = field(default_factory=dict)  # the method's own options (nacvae.registry)
+    recipe: str = "own"                # own: the method's recipe (head, start, views, optimiser...); shared: NAC's
     arch: str | None = None
     epochs: int | None = None
     steps: int | None = None           # total optimisation steps; used instead of epochs when set
@@ -39,6 +41,8 @@ class PretrainConfig:
     weight_decay: float = 1e-6
     warmup_epochs: int | None = None
     warmup_steps: int | None = None    # linear warm-up length in steps; used instead of warmup_epochs when set
+    schedule: str = "cosine"           # after the warm-up: cosine decay to 0, or step (x0.1 at each of lr_drops)
+    lr_drops: tuple[float, ...] = ()   # step schedule: the fractions of the run at which the lr is divided by 10
     code_dim: int = 128
     seed: int = 0
     device: str = "auto"
@@ -65,6 +69,10 @@ class PretrainConfig:
         values = {k: v for k, v in d.items() if k in names}
         if "options" not in d and d.get("objective", "nac") in registry.names():
             values["options"] = _options_of_flat_config(d)
+        if "recipe" not in d:  # saved before methods had recipes of their own: every run had the shared one
+            values["recipe"] = "shared"
+        if isinstance(values.get("lr_drops"), list):  # JSON has no tuples
+            values["lr_drops"] = tuple(values["lr_drops"])
         return cls(**values)
 
 
@@ -87,11 +95,13 @@ def _layer(values: dict[str, Any], layer: dict[str, Any]) -> None:
 
 
 def resolve_config(data: str = presets.DEFAULT_DATA, objective: str | None = None, **given: Any) -> PretrainConfig:
-    """The configuration of a run: ``data``'s preset, then the method's recipe, then every
-    value given (None means not given). A method's own options may be given by name."""
+    """The configuration of a run: ``data``'s preset, then the method's recipe (unless
+    ``recipe="shared"``), then every value given (None means not given). A method's own
+    options may be given by name."""
     objective = PretrainConfig.objective if objective is None else objective
-    method = registry.spec(objective)
+    registry.spec(objective)
     given = {k: v for k, v in given.items() if v is not None}
+    recipe = given.get("recipe", PretrainConfig.recipe)
     for a, b in ALTERNATIVES:
         if a in given and b in given:
             raise ConfigError(f"Give --{a.replace('_', '-')} or --{b.replace('_', '-')}, not both.")
@@ -102,7 +112,7 @@ def resolve_config(data: str = presets.DEFAULT_DATA, objective: str | None = Non
     base = presets.pretrain_preset(data)
     options = registry.resolve_options(objective, base, {k: v for k, v in given.items() if k not in general})
     values = {k: v for k, v in base.items() if k in general}
-    _layer(values, method.recipe)
+    _layer(values, registry.recipe_of(objective, recipe))
     _layer(values, {k: v for k, v in given.items() if k in general})
     cfg = PretrainConfig(data=data, objective=objective, options=options, **values)
     validate_config(cfg)
@@ -117,9 +127,13 @@ def validate_config(cfg: PretrainConfig) -> None:
     from nacvae.train.optim import OPTIMIZERS
 
     registry.spec(cfg.objective)
+    registry.check_recipe(cfg.recipe)
     if not isinstance(cfg.options, dict):
         raise ConfigError(f"The options of --objective {cfg.objective} must be a mapping, got {cfg.options!r}.")
     registry.check_options(cfg.objective, cfg.options)
+    if cfg.recipe == "own" and cfg.spec.start != "random" and not cfg.options.get("teacher"):
+        raise ConfigError(f"--objective {cfg.objective} starts from a pretrained network under its own recipe "
+                          f"(docs/method.md), so it needs --teacher; --recipe shared starts it from random weights.")
     if cfg.arch not in ARCHITECTURES:
         raise ConfigError(f"Unknown architecture '{cfg.arch}'; choose one of {', '.join(ARCHITECTURES)}.")
     if cfg.optimizer not in OPTIMIZERS:
@@ -130,6 +144,11 @@ def validate_config(cfg: PretrainConfig) -> None:
     check_int("warmup-epochs", cfg.warmup_epochs, 0, optional=cfg.warmup_steps is not None)
     check_int("warmup-steps", cfg.warmup_steps, 0, optional=True)
     check_real("lr", cfg.lr, 0.0, low_open=True)
+    if cfg.schedule not in SCHEDULES:
+        raise ConfigError(f"Unknown --schedule '{cfg.schedule}'; choose one of {', '.join(SCHEDULES)}.")
+    if not isinstance(cfg.lr_drops, (tuple, list)) or not all(
+            isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f < 1 for f in cfg.lr_drops):
+        raise ConfigError(f"--lr-drops must be fractions of the run between 0 and 1, got {cfg.lr_drops!r}.")
     check_real("weight-decay", cfg.weight_decay, 0.0)
     check_int("code-dim", cfg.code_dim, 1)
     check_int("image-size", cfg.image_size, 1, optional=True)

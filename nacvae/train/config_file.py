@@ -67,6 +67,8 @@ def read_settings(path: str | Path, kind: str) -> dict[str, Any]:
         # config.json of older runs: every method's options at the top level (from_dict reads them).
         settings = {k: v for k, v in settings.items() if k not in registry.all_options()}
         settings.update(PretrainConfig.from_dict(section).options)
+    if kind == "pretrain" and _is_run_config(path) and "recipe" not in section:
+        settings["recipe"] = "shared"  # a run saved before methods had recipes of their own
     return settings
 
 

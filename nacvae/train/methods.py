@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import sys
 from types import ModuleType
 
@@ -14,25 +15,39 @@ from torch.nn.parallel import DistributedDataParallel
 
 from nacvae import distributed, registry
 from nacvae.methods.base import Method
-from nacvae.methods.teacher import load_teacher
+from nacvae.methods.teacher import adopt_backbone, load_teacher
 from nacvae.models.backbones import build_backbone, stem_for
 from nacvae.models.heads import PretrainEncoder
 from nacvae.train.config import PretrainConfig
 
 
 def build_encoder(cfg: PretrainConfig, image_shape: tuple[int, int, int]) -> PretrainEncoder:
+    """The method's encoder: its own projection head, or NAC's (the shared recipe)."""
     backbone, feature_dim = build_backbone(cfg.arch, image_shape[0], image_shape[1], stem=stem_for(cfg.data))
-    return PretrainEncoder(backbone, feature_dim, cfg.code_dim, predictor=cfg.spec.predictor, head=cfg.spec.head)
+    spec = cfg.spec
+    head, std = (spec.head, spec.head_std) if cfg.recipe == "own" else ("mlp", None)
+    return PretrainEncoder(backbone, feature_dim, cfg.code_dim, predictor=spec.predictor, head=head, head_std=std)
 
 
 def build_method(cfg: PretrainConfig, image_shape: tuple[int, int, int]) -> Method:
-    """The method ``cfg.objective`` with its options, its encoder seeded by ``cfg.seed``."""
+    """The method ``cfg.objective`` with its options, its encoder seeded by ``cfg.seed``.
+
+    Under its own recipe a method that starts from its teacher gets the teacher's backbone
+    weights (SSDH, DistillHash: then fine-tuned); the package's methods are told the recipe
+    (``recipe=``), a user's method module need not take it."""
     torch.manual_seed(cfg.seed)
     encoder = build_encoder(cfg, image_shape)
     teacher = None
     if cfg.options.get("teacher") is not None:
         teacher, _ = load_teacher(cfg.options["teacher"], image_shape)
-    return method_module(cfg.objective).build(encoder, cfg.options, seed=cfg.seed, teacher=teacher)
+    own = cfg.recipe == "own"
+    if own and cfg.spec.start == "teacher":
+        adopt_backbone(encoder.backbone, teacher,
+                       f"{cfg.objective} starts from its --teacher and fine-tunes it (its recipe; --recipe shared "
+                       f"starts from random weights)")
+    module = method_module(cfg.objective)
+    kwargs = {"recipe": cfg.recipe} if "recipe" in inspect.signature(module.build).parameters else {}
+    return module.build(encoder, cfg.options, seed=cfg.seed, teacher=teacher, **kwargs)
 
 
 def method_module(name: str) -> ModuleType:

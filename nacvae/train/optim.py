@@ -1,4 +1,5 @@
-"""Optimisers (LARS, SGD, Adam) and the per-step warm-up + cosine schedule."""
+"""Optimisers (LARS, SGD, Adam) and the per-step learning-rate schedules: linear warm-up, then
+cosine decay to 0 or steps of x0.1 (the hashing releases' schedules)."""
 
 from __future__ import annotations
 
@@ -86,5 +87,21 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_scheduler(optimizer: Optimizer, total_steps: int, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def warmup_steps_down(step: int, total_steps: int, warmup_steps: int, drops: tuple[float, ...]) -> float:
+    """Learning-rate multiplier: linear warm-up from 1/warmup to 1, then 0.1 ** (the number
+    of ``drops``, fractions of the run, that step has reached: round(f * total_steps) <= step).
+    No drops is a constant rate."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return 0.1 ** sum(step >= round(f * total_steps) for f in drops)
+
+
+def build_scheduler(optimizer: Optimizer, total_steps: int, warmup_steps: int, schedule: str = "cosine",
+                    drops: tuple[float, ...] = ()) -> torch.optim.lr_scheduler.LambdaLR:
+    if schedule == "step":
+        drops = tuple(drops)
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: warmup_steps_down(s, total_steps, warmup_steps, drops))
+    if schedule != "cosine":
+        raise ConfigError(f"Unknown learning-rate schedule '{schedule}'; choose cosine or step.")
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, total_steps, warmup_steps))

@@ -39,6 +39,7 @@ from nacvae.runs import (
     write_config
 )
 from nacvae.seeds import step_seed
+from nacvae.train.binarisation import binarisation_meta, training_bit_means
 from nacvae.train.config import PretrainConfig, check_world_size, saved_config, schedule_steps, validate_config
 from nacvae.train.loop import (EpochOrder, RunCheckpoint, RunState, StepProgress, Window, events_and_bar, is_log_step,
                                steps)
@@ -185,10 +186,10 @@ def _open_run(cfg: PretrainConfig, out: Path, resume: bool, device: torch.device
     total_steps, warmup_steps = schedule_steps(cfg, steps_per_epoch)
     params = [p for p in method.parameters() if p.requires_grad]
     optimizer = build_optimizer(cfg.optimizer, params, cfg.lr, cfg.weight_decay)
-    scheduler = build_scheduler(optimizer, total_steps, warmup_steps)
+    scheduler = build_scheduler(optimizer, total_steps, warmup_steps, cfg.schedule, cfg.lr_drops)
     # The input normalisation travels with the weights: exports and users need it.
     meta = {**checkpoint_meta(cfg, data.image_shape, method.encoder.feature_dim),
-            "mean": list(data.mean), "std": list(data.std)}
+            "mean": list(data.mean), "std": list(data.std), "binarisation": binarisation_meta("sign")}
     ckpt_path = out / CHECKPOINT
     start_step = 0
     if resume:
@@ -244,6 +245,7 @@ def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device:
     data, method = run.data, run.method
     order = EpochOrder(len(data), cfg.seed, device, run.steps_per_epoch, cfg.batch_size)
     window = Window(1, device)
+    views = cfg.spec.views if cfg.recipe == "own" else 2  # the shared recipe: two views for every method
     watch = open_run_monitor(cfg, data.images is None, data.mean, data.std, device) if main else None
     streamed = None
     if data.stream is not None:
@@ -261,18 +263,22 @@ def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device:
                     x1, x2 = _streamed_views(batch, data, gen)
                 else:
                     idx = order.rows(step, rank * per_rank, per_rank)
-                    x1, x2 = _two_views(data.images[idx], data, gen)
+                    x1, x2 = _views(data.images[idx], data, gen, views)
+                if streamed is not None and views == 1:
+                    x2 = None
                 method.begin_step(idx)
+                method.at_step(step, run.total_steps)
                 loss, a1 = train_step(method, run.optimizer, x1, x2, gen)
                 run.scheduler.step()
                 window.add(loss, loss)
                 done = step + 1
                 if is_log_step(done, run.total_steps, cfg.log_every, run.checkpoint_every):
-                    _log(run, window, done, a1, (x1, x2), writer, bar)
+                    _log(run, window, done, a1, (x1, x1 if x2 is None else x2), writer, bar)
                 if cfg.monitor_every and done % cfg.monitor_every == 0 and data.images is not None:
                     monitor_step(watch, method.encoder, done, out, writer)
                 bar.update(1)
             if main:
+                _record_binarisation(run)
                 run.checkpoint.save(run.total_steps, complete=True)
     finally:
         if streamed is not None:
@@ -356,6 +362,26 @@ def _watch_collapse(monitor: CollapseMonitor, record: dict[str, Any], run_config
 
 def _two_views(batch: torch.Tensor, data: PretrainData, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     return two_views(batch, data.augment, gen)
+
+
+def _views(batch: torch.Tensor, data: PretrainData, gen: torch.Generator, views: int):
+    """(x1, x2) of an in-memory batch; x2 is None for a method that sees one view per step."""
+    if views == 1:
+        return augment(batch, data.augment, gen), None
+    return _two_views(batch, data, gen)
+
+
+def _record_binarisation(run: _Run) -> None:
+    """The binarisation of the finished encoder, into the final checkpoint's meta."""
+    cfg = run.cfg
+    if cfg.recipe != "own" or cfg.spec.binarisation == "sign":
+        return
+    data = run.data
+    workers = default_workers() if cfg.workers is None else cfg.workers
+    means = training_bit_means(run.method.encoder, data.images, data.mean, data.std, stream=data.stream,
+                               workers=workers)
+    run.checkpoint.meta["binarisation"] = binarisation_meta(cfg.spec.binarisation, means)
+    run.run_config["binarisation"] = cfg.spec.binarisation
 
 
 def _streamed_steps(cfg: PretrainConfig, stream, start_step: int, total_steps: int, steps_per_epoch: int,

@@ -82,3 +82,37 @@ def test_reproduce_with_an_unknown_method_fails_cleanly(tmp_path):
     assert_clean_failure(result, "Unknown method 'byol' for --methods")
     assert not (tmp_path / "study").exists()
     assert "--methods" in nacvae("reproduce", "--help").stdout
+
+
+def test_deepbit_without_a_teacher_needs_the_shared_recipe(tmp_path, teacher):
+    result = nacvae("pretrain", "--objective", "deepbit", "--out", tmp_path / "run", *FAST)
+    assert_clean_failure(result, "--objective deepbit starts from a pretrained network under its own recipe")
+    assert not (tmp_path / "run").exists()
+    shared = nacvae("pretrain", "--objective", "deepbit", "--recipe", "shared", "--out", tmp_path / "shared", *FAST)
+    assert shared.exit_code == 0, shared.output
+    assert '"recipe": "shared"' in (tmp_path / "shared" / "config.json").read_text()
+
+
+def test_deepbit_codes_say_they_are_read_at_the_training_mean(tmp_path, teacher):
+    import json
+
+    run = tmp_path / "deepbit"
+    result = nacvae("pretrain", "--objective", "deepbit", "--teacher", teacher, "--out", run, *FAST)
+    assert result.exit_code == 0, result.output
+    for verb in ("codes", "retrieval"):
+        shown = json.loads(nacvae("eval", verb, "--run", run, "--json").stdout)
+        assert shown["codes"] == "sigmoid(a) > its mean over the training images", verb
+    ssdh = tmp_path / "ssdh"
+    assert nacvae("pretrain", "--objective", "ssdh", "--teacher", teacher, "--out", ssdh, *FAST).exit_code == 0
+    assert json.loads(nacvae("eval", "codes", "--run", ssdh, "--json").stdout)["codes"] == "sgn(a)"
+
+
+@pytest.mark.parametrize("args,fragment,usage", [
+    (["--recipe", "mine"], "Invalid value for '--recipe'", True),
+    (["--schedule", "step", "--lr-drops", "1.5"], "--lr-drops must be fractions of the run between 0 and 1", False),
+    (["--lr-drops", "a,b"], "is not a comma-separated list of numbers", True),
+])
+def test_bad_recipe_options_fail_cleanly(tmp_path, args, fragment, usage):
+    result = nacvae("pretrain", *args, "--out", tmp_path / "run", *FAST)
+    assert_clean_failure(result, fragment, usage_error=usage)
+    assert not (tmp_path / "run").exists()

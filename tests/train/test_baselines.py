@@ -97,7 +97,7 @@ def test_each_baseline_trains_and_every_evaluator_reads_its_run(tmp_path, object
     from nacvae.eval.retrieval_eval import evaluate_retrieval
     from nacvae.transfer import export_backbone
 
-    teacher = str(teacher_run) if objective in ("ssdh", "distillhash") else None
+    teacher = str(teacher_run) if objective in ("deepbit", "ssdh", "distillhash") else None
     options = dict(negatives=0) if objective == "insdis" else dict(teacher=teacher) if teacher else {}
     cfg = resolve_config("digits", objective=objective, **options, **TINY)
     run = pretrain(cfg, tmp_path / "run", progress=False)
@@ -183,7 +183,7 @@ def test_deepbit_with_a_teacher_trains_only_its_hash_layer(tmp_path, teacher_run
     want = teacher.backbone.state_dict()
     for key, value in student.backbone.state_dict().items():
         assert torch.equal(value, want[key]), key
-    fresh = resolve_config("digits", objective="deepbit", **TINY)
+    fresh = resolve_config("digits", objective="deepbit", recipe="shared", **TINY)  # no teacher: random weights
     alone, _ = load_encoder(pretrain(fresh, tmp_path / "alone", progress=False) / CHECKPOINT)
     assert any(not torch.equal(v, want[k]) for k, v in alone.backbone.state_dict().items())
     from nacvae.train.methods import build_method
