@@ -23,7 +23,8 @@ from nacvae.registry import check_recipe, recipe_of, settings_for
 from nacvae.runs import check_run_dir, create_run_dir, read_metrics
 from nacvae.studies.folders import add_seconds, fix_plan, read_rows, seeds_to_run, stage_state, study_seconds
 from nacvae.studies.presets import (
-    INITS, PRESETS, RETRIEVAL_NAC, RETRIEVAL_OF, TAUGHT, TEACHER_INIT, Preset, lookup_preset, resolve_methods
+    INITS, PRESETS, RETRIEVAL_NAC, RETRIEVAL_OF, TAUGHT, TEACHER_INIT, Preset, lookup_preset, method_budget,
+    resolve_methods
 )
 from nacvae.studies.report import COLUMNS, ROW_KEYS, study_rows, write_results
 
@@ -184,25 +185,6 @@ def _run_seed(preset: Preset, seed: int, seed_dir: Path, pretrain_overrides: dic
 
 def _objective(init: str) -> str:
     return RETRIEVAL_OF if init == RETRIEVAL_NAC else init
-
-
-def method_budget(objective: str, settings: dict[str, Any], recipe: str = "own") -> dict[str, Any]:
-    """The study's pretraining ``settings`` as they apply to ``objective`` under ``recipe``.
-
-    Under its own recipe a method keeps the training settings its recipe sets (optimiser, lr,
-    batch size, warm-up...) and the study's others, and the budget stays equal in epochs: a
-    method with its own batch size trains steps x batch / its batch steps, so that it sees as
-    many images as every other method."""
-    own = recipe_of(objective, recipe)
-    if not own:
-        return dict(settings)
-    dropped = set(own)
-    if {"warmup_steps", "warmup_epochs"} & dropped:
-        dropped |= {"warmup_steps", "warmup_epochs"}
-    out = {k: v for k, v in settings.items() if k not in dropped}
-    if "batch_size" in own and settings.get("steps") is not None and settings.get("batch_size") is not None:
-        out["steps"] = max(1, round(settings["steps"] * settings["batch_size"] / own["batch_size"]))
-    return out
 
 
 def _last_train_value(run: Path, key: str) -> float | None:

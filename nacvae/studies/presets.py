@@ -114,6 +114,26 @@ def resolve_methods(preset: Preset, methods: list[str] | tuple[str, ...] | None)
     return [i for i in ALL_INITS if i in chosen]
 
 
+def method_budget(objective: str, settings: dict[str, Any], recipe: str = "own") -> dict[str, Any]:
+    """The study's pretraining ``settings`` as they apply to ``objective`` under ``recipe``.
+
+    Under its own recipe a method keeps the training settings its recipe sets (optimiser, lr,
+    batch size, warm-up...) and the study's others, and the budget stays equal in epochs: a
+    method with its own batch size trains steps x batch / its batch steps, so that it sees as
+    many images as every other method."""
+    own = registry.recipe_of(objective, recipe)
+    if not own:
+        return dict(settings)
+    dropped = set(own)
+    if {"warmup_steps", "warmup_epochs"} & dropped:
+        dropped |= {"warmup_steps", "warmup_epochs"}
+    out = {k: v for k, v in settings.items() if k not in dropped}
+    if "batch_size" in own and settings.get("steps") is not None and settings.get("batch_size") is not None:
+        out["steps"] = max(1, round(settings["steps"] * settings["batch_size"] / own["batch_size"]))
+    return out
+
+
+
 # The VAE study's backbone modes: each of its VAEs trains once fine-tuned and once frozen.
 MODES = ("fine-tuned", "frozen")
 

@@ -10,10 +10,11 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from nacvae import registry
 from nacvae.files import write_json, write_text
 from nacvae.runs import read_metrics
 from nacvae.studies.folders import read_rows, study_seconds
-from nacvae.studies.presets import ALL_INITS, RETRIEVAL_NAC, RETRIEVAL_OF
+from nacvae.studies.presets import ALL_INITS, RETRIEVAL_NAC, RETRIEVAL_OF, method_budget
 
 # The columns of the results table: (key in a row, header, format, higher is better)
 COLUMNS = [
@@ -105,14 +106,35 @@ def markdown_table(results: dict[str, Any]) -> str:
             else:
                 cells.append(fmt(s["mean"]) + (f" ± {fmt(s['std'])}" if n > 1 else ""))
         lines.append(f"| {encoder_label(init, results)} | {' | '.join(cells)} |")
-    steps = (results.get("pretrain") or {}).get("steps")
-    budget = f" Every encoder pretrained {steps} steps." if steps else ""
+    budget = _budget_caption(results, [i for i in ALL_INITS if i in table])
     caption = (f"\n{results.get('description', '')}; mean ± standard deviation over {n} seed(s).{budget} "
                f"Linear probe: {results.get('linear_protocol', 'fast')} protocol. Retrieval: Hamming ranking, ties by "
                f"gallery index, queries without a relevant item excluded (and the paper code's {{0,1}} inner-product "
                f"ranking beside it). VAE: importance-weighted log p(x) with K = {results.get('loglik_samples')} "
                f"samples on the test split.\n")
     return "\n".join(lines) + "\n" + caption
+
+
+def _budget_caption(results: dict[str, Any], inits: list[str]) -> str:
+    """" Every encoder pretrained N steps." and, under the methods' own recipes, the steps of
+    those whose batch size differs (the same epochs)."""
+    pretrain = results.get("pretrain") or {}
+    steps = pretrain.get("steps")
+    if not steps:
+        return ""
+    recipe = results.get("recipe", "shared")
+    own = []
+    for init in inits:
+        objective = RETRIEVAL_OF if init == RETRIEVAL_NAC else init
+        if init == "random" or recipe != "own":
+            continue
+        budget = method_budget(objective, pretrain, recipe)
+        if budget.get("steps") != steps:
+            own.append(f"{init} {budget['steps']} of {registry.recipe_of(objective)['batch_size']}")
+    if not own:
+        return f" Every encoder pretrained {steps} steps."
+    return (f" Every encoder pretrained for as many images as {steps} steps of {pretrain.get('batch_size')}, "
+            f"each method on its own recipe: {', '.join(own)}.")
 
 
 def write_figures(results: dict[str, Any], rows: list[dict[str, Any]], out: Path) -> None:

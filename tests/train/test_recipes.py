@@ -272,7 +272,7 @@ def test_the_shared_recipe_is_the_preset_for_every_method():
 
 
 def test_a_study_gives_every_method_the_same_epochs():
-    from nacvae.studies.encoders import method_budget
+    from nacvae.studies.presets import method_budget
 
     preset = dict(steps=1400, warmup_steps=500, batch_size=128, optimizer="lars", lr=3.0, arch="smallconv")
     ssdh = method_budget("ssdh", preset)
