@@ -14,7 +14,6 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torchvision import models as tvm
 
 from nacvae.errors import ConfigError
 
@@ -32,8 +31,17 @@ def stem_for(dataset: str | None) -> str:
     return "cifar"
 
 
-def _imagenet_resnet(builder: Callable[..., tvm.ResNet], in_channels: int) -> tuple[nn.Module, int]:
-    net = builder(weights=None)
+def _torchvision_model(name: str) -> nn.Module:
+    """A torchvision network, untrained. Imported here: torchvision's import (about 1.5 s, most
+    of it torch._dynamo through torchvision.ops) would otherwise delay every command that
+    only needs the small conv net."""
+    from torchvision import models
+
+    return getattr(models, name)(weights=None)
+
+
+def _imagenet_resnet(name: str, in_channels: int) -> tuple[nn.Module, int]:
+    net = _torchvision_model(name)
     feature_dim = net.fc.in_features
     if in_channels != 3:
         net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
@@ -41,8 +49,8 @@ def _imagenet_resnet(builder: Callable[..., tvm.ResNet], in_channels: int) -> tu
     return net, feature_dim
 
 
-def _cifar_resnet(builder: Callable[..., tvm.ResNet], in_channels: int) -> tuple[nn.Module, int]:
-    net = builder(weights=None)
+def _cifar_resnet(name: str, in_channels: int) -> tuple[nn.Module, int]:
+    net = _torchvision_model(name)
     feature_dim = net.fc.in_features
     # CIFAR stem: 3x3 stride-1 convolution without bias, no max-pool (docs/method.md, "Networks").
     net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
@@ -56,7 +64,7 @@ class VGG16BN(nn.Module):
 
     def __init__(self, in_channels: int = 3) -> None:
         super().__init__()
-        net = tvm.vgg16_bn(weights=None)
+        net = _torchvision_model("vgg16_bn")
         if in_channels != 3:
             net.features[0] = nn.Conv2d(in_channels, 64, kernel_size=3, padding=1)
         self.features = net.features
@@ -100,13 +108,13 @@ def _small(in_channels: int) -> tuple[nn.Module, int]:
 # name -> builder(in_channels) -> (module, feature_dim); min_size is the smallest input side.
 ARCHITECTURES: dict[str, tuple[Callable[[int], tuple[nn.Module, int]], int]] = {
     "smallconv": (_small, 8),
-    "resnet18": (lambda c: _cifar_resnet(tvm.resnet18, c), 8),
-    "resnet50": (lambda c: _cifar_resnet(tvm.resnet50, c), 8),
+    "resnet18": (lambda c: _cifar_resnet("resnet18", c), 8),
+    "resnet50": (lambda c: _cifar_resnet("resnet50", c), 8),
     "vgg16_bn": (_vgg, 32),
 }
 
 
-_IMAGENET_RESNETS = {"resnet18": tvm.resnet18, "resnet50": tvm.resnet50}
+_IMAGENET_RESNETS = ("resnet18", "resnet50")
 # The ImageNet stem divides the side by 32 before the pooling: smaller images vanish.
 _IMAGENET_MIN_SIZE = 32
 
@@ -123,7 +131,7 @@ def build_backbone(arch: str, in_channels: int, image_size: int | None = None,
         raise ValueError(f"unknown stem {stem!r}")
     builder, min_size = ARCHITECTURES[arch]
     if stem == "imagenet" and arch in _IMAGENET_RESNETS:
-        builder, min_size = (lambda c: _imagenet_resnet(_IMAGENET_RESNETS[arch], c)), _IMAGENET_MIN_SIZE
+        builder, min_size = (lambda c: _imagenet_resnet(arch, c)), _IMAGENET_MIN_SIZE
     if image_size is not None and image_size < min_size:
         raise ConfigError(
             f"Architecture '{arch}' needs images of at least {min_size}x{min_size}, got {image_size}x{image_size}."

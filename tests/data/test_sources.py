@@ -454,3 +454,14 @@ def test_folder_errors(tmp_path):
     save(tmp_path / "single" / "only.png")
     with pytest.raises(DataError, match="too few images"):
         load_dataset(f"folder:{tmp_path / 'single'}", "test")
+
+
+def test_digits_are_read_as_scikit_learn_reads_them():
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from nacvae.data.sources.digits import digits_arrays
+
+    values, labels = digits_arrays()
+    bunch = load_digits()
+    assert np.array_equal(values, bunch.images) and np.array_equal(labels, bunch.target)

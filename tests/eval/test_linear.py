@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 import torch.nn as nn
@@ -128,3 +130,26 @@ def test_index_tensors_go_to_the_device_once_per_epoch(monkeypatch):
     out = train_linear_classifier(x, y, x, y, num_classes=5, epochs=3, batch_size=20)
     assert out["steps"] == 3 * 15
     assert moved == [(300,)] * 4  # labels, then one order per epoch
+
+
+@pytest.mark.parametrize("nesterov,weight_decay", [(True, 0.0), (False, 1e-3), (True, 5e-4)])
+def test_the_probe_s_sgd_is_torch_s_bit_for_bit(nesterov, weight_decay):
+    from nacvae.eval.linear import ProbeSGD
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 6, generator=g), torch.randint(0, 3, (40,), generator=g)
+    mine, theirs = torch.nn.Linear(6, 3), torch.nn.Linear(6, 3)
+    theirs.load_state_dict(mine.state_dict())
+    ours = ProbeSGD(list(mine.parameters()), 0.9, nesterov, weight_decay)
+    ref = torch.optim.SGD(theirs.parameters(), lr=0.0, momentum=0.9, nesterov=nesterov, weight_decay=weight_decay)
+    for step in range(7):
+        lr = 0.5 * (1 + math.cos(math.pi * step / 7))
+        ours.lr = lr
+        for group in ref.param_groups:
+            group["lr"] = lr
+        for model, opt in ((mine, ours), (theirs, ref)):
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(model(x[step::7]), y[step::7]).backward()
+            opt.step()
+        for a, b in zip(mine.parameters(), theirs.parameters()):
+            assert torch.equal(a, b), step
