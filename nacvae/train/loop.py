@@ -66,7 +66,7 @@ class Window:
     def __init__(self, width: int, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
         self.sums = torch.zeros(width, dtype=dtype, device=device)
         self.finite = torch.ones((), dtype=torch.bool, device=device)
-        self.steps, self.started = 0, time.perf_counter()
+        self.steps, self.started, self.excluded = 0, time.perf_counter(), 0.0
 
     def add(self, values: torch.Tensor, loss: torch.Tensor) -> None:
         self.sums += values
@@ -74,11 +74,21 @@ class Window:
         self.steps += 1
 
     def images_per_s(self, batch_size: int) -> float:
-        return self.steps * batch_size / max(time.perf_counter() - self.started, 1e-9)
+        """Training images per second of the window, leaving out ``exclude``d time."""
+        return self.steps * batch_size / max(time.perf_counter() - self.started - self.excluded, 1e-9)
+
+    def exclude(self, seconds: float) -> None:
+        """Time spent inside the window on something other than training (an evaluation, a
+        checkpoint), kept out of its images per second."""
+        self.excluded += seconds
 
     def reset(self) -> None:
         self.sums.zero_()
-        self.steps, self.started = 0, time.perf_counter()
+        self.steps, self.started, self.excluded = 0, time.perf_counter(), 0.0
+
+
+# The share of a run's time its automatic checkpoints may take (VAE runs, checkpoint_every=0).
+SAVE_BUDGET = 0.02
 
 
 class RunCheckpoint:
@@ -90,12 +100,23 @@ class RunCheckpoint:
         self.path, self.kind, self.meta, self.config, self.model = path, kind, meta, config, model
         self.state = state  # optimiser, scheduler: objects with a state dict
         self.saved_step = saved_step
+        self.cost, self.finished = 0.0, time.perf_counter()  # the last save's seconds, and when it ended
 
-    def save(self, step: int, complete: bool = False) -> None:
+    def save(self, step: int, complete: bool = False) -> float:
+        """Write the checkpoint; returns the seconds it took."""
+        started = time.perf_counter()
         model = {k: v.contiguous() for k, v in self.model.state_dict().items()}
         extra = {name: obj.state_dict() for name, obj in self.state.items()}
         save_checkpoint(self.path, self.kind, self.meta, self.config, model, step, complete, **extra)
         self.saved_step = step
+        self.finished = time.perf_counter()
+        self.cost = self.finished - started
+        return self.cost
+
+    def affordable(self, budget: float = SAVE_BUDGET) -> bool:
+        """Whether a save now keeps saving under ``budget`` of the run's time: the time since
+        the last save is at least the last save's cost / budget (a first save always is)."""
+        return (time.perf_counter() - self.finished) * budget >= self.cost
 
     def non_finite(self, done: int, nothing_kept: str) -> TrainingError:
         kept = (f"the last good checkpoint (step {self.saved_step}) is kept in {self.path.parent}"

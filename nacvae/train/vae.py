@@ -286,13 +286,16 @@ def _train(cfg: VAEConfig, out: Path, resume: bool, progress: bool, device: torc
                 end_of_epoch = done % spe == 0
                 if is_log_step(done, run.total_steps, cfg.log_every, run.checkpoint_every) or end_of_epoch:
                     _log(run, window, done, kl_weight, writer, bar)
+                # Evaluations and saves are timed out of the window's images per second.
+                started = time.perf_counter()
                 if end_of_epoch or done == run.total_steps:  # --steps may end a run mid-epoch
                     _epoch_end(cfg, vae, writer, out, done, done // spe if end_of_epoch else done / spe,
                                run.test_x, run.test_x[:RECON_IMAGES], done == run.total_steps)
                 if done in run.curve_at:
                     _curve_record(cfg, vae, writer, out, done, run.curve_at[done], run.test_x[:cfg.curve_images])
-                if done % run.checkpoint_every == 0 and done < run.total_steps:
+                if done < run.total_steps and _save_due(cfg, run, done, end_of_epoch):
                     run.checkpoint.save(done)
+                window.exclude(time.perf_counter() - started)
                 bar.update(1)
         run.checkpoint.save(run.total_steps, complete=True)
     except BaseException as exc:
@@ -304,6 +307,15 @@ def _train(cfg: VAEConfig, out: Path, resume: bool, progress: bool, device: torc
     if cfg.eval_samples > 0:
         evaluate_run(run=out, samples=cfg.eval_samples, seed=cfg.seed, device=str(device))
     return out
+
+
+def _save_due(cfg: VAEConfig, run: _Run, done: int, end_of_epoch: bool) -> bool:
+    """--checkpoint-every N: every N steps; 0 (the default): at an epoch's end, as often as
+    keeps the saves under 2 % of the run's time (a small VAE's epoch can be shorter than its
+    checkpoint's write)."""
+    if cfg.checkpoint_every:
+        return done % cfg.checkpoint_every == 0
+    return end_of_epoch and run.checkpoint.affordable()
 
 
 def _log(run: _Run, window: Window, done: int, kl_weight: float, writer, bar) -> None:

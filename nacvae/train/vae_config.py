@@ -48,7 +48,7 @@ class VAEConfig:
     seed: int = 0
     device: str = "auto"
     log_every: int = 10                # steps
-    checkpoint_every: int = 0          # steps; 0 = at the end of every epoch
+    checkpoint_every: int = 0          # steps; 0 = at epoch ends, as often as costs under 2% of the run (train/vae.py)
     test_every: int = 1                # epochs between test-set ELBO records; 0 = never
     image_every: int = 1               # epochs between TensorBoard pictures; 0 = never
     eval_samples: int = 0              # > 0: importance-weighted log-likelihood on the test split at the end
