@@ -15,6 +15,7 @@ import torch
 from nacvae.data.augment import normalize
 from nacvae.data.stream import eval_batches
 from nacvae.models.heads import PretrainEncoder
+from nacvae.models.modes import eval_mode
 
 
 def binarisation_meta(rule: str, threshold: torch.Tensor | None = None) -> dict[str, Any]:
@@ -26,8 +27,6 @@ def binarisation_meta(rule: str, threshold: torch.Tensor | None = None) -> dict[
 def training_bit_means(encoder: PretrainEncoder, images: torch.Tensor | None, mean, std, stream=None,
                        batch_size: int = 256, workers: int = 0) -> torch.Tensor:
     """Mean of sigmoid(a) over the training images [D] (float64 sums), in memory or streamed."""
-    was_training = encoder.training
-    encoder.eval()
     device = next(encoder.parameters()).device
     total = torch.zeros(encoder.code_dim, dtype=torch.float64)
     count = 0
@@ -35,9 +34,9 @@ def training_bit_means(encoder: PretrainEncoder, images: torch.Tensor | None, me
         batches = (normalize(images[s:s + batch_size], mean, std).to(device) for s in range(0, len(images), batch_size))
     else:
         batches = (normalize(b, mean, std) for b in eval_batches(stream, batch_size, workers, device))
-    for x in batches:
-        _, a, _ = encoder(x)
-        total += torch.sigmoid(a.float()).double().sum(dim=0).cpu()
-        count += len(x)
-    encoder.train(was_training)
+    with eval_mode(encoder):
+        for x in batches:
+            _, a, _ = encoder(x)
+            total += torch.sigmoid(a.float()).double().sum(dim=0).cpu()
+            count += len(x)
     return total / max(count, 1)

@@ -31,6 +31,7 @@ from nacvae.data.stream import StreamedImages
 from nacvae.errors import DataError, NacvaeError
 from nacvae.eval.knn import DEFAULT_K, DEFAULT_TEMPERATURE, knn_accuracy
 from nacvae.eval.retrieval import mean_average_precision
+from nacvae.models.modes import eval_mode
 from nacvae.runs import append_metrics
 from nacvae.seeds import step_seed
 
@@ -61,17 +62,13 @@ class OnlineMonitor:
     @torch.no_grad()
     def measure(self, encoder: nn.Module) -> dict[str, float]:
         """{"knn_top1", "map"} of ``encoder`` (a PretrainEncoder), left in the mode it was in."""
-        was_training = encoder.training
-        encoder.eval()
-        try:
+        with eval_mode(encoder):
             h, codes = [], []
             for s in range(0, len(self.images), BATCH_SIZE):
                 x = normalize(self.images[s:s + BATCH_SIZE], self.mean, self.std)
                 features = encoder.backbone(x)
                 h.append(torch.flatten(features, 1).float())
                 codes.append((encoder.projector(features) > 0).cpu())
-        finally:
-            encoder.train(was_training)
         h, codes = torch.cat(h), torch.cat(codes)
         m = self.num_memory
         knn = knn_accuracy(h[m:], self.labels[m:].to(h.device), h[:m], self.labels[:m].to(h.device),

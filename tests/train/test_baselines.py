@@ -8,7 +8,7 @@ from torch import nn
 from nacvae.checkpoint import load_checkpoint
 from nacvae.errors import CheckpointError, ConfigError
 from nacvae.models.heads import PretrainEncoder
-from nacvae.runs import CHECKPOINT, read_config
+from nacvae.runs import CHECKPOINT, read_config, read_metrics
 from nacvae.train.config import resolve_config
 from nacvae.train.pretrain import pretrain
 
@@ -176,8 +176,11 @@ def test_deepbit_with_a_teacher_trains_only_its_hash_layer(tmp_path, teacher_run
     statistics), under a hash layer that learns."""
     from nacvae.transfer import load_encoder
 
-    cfg = resolve_config("digits", objective="deepbit", teacher=str(teacher_run), **TINY)
+    # The online monitor runs the encoder in eval mode every 2 steps; it must hand the backbone
+    # back in eval mode, or training would move its batch-norm statistics.
+    cfg = resolve_config("digits", objective="deepbit", teacher=str(teacher_run), monitor_every=2, **TINY)
     run = pretrain(cfg, tmp_path / "run", progress=False)
+    assert [r["step"] for r in read_metrics(run) if r["event"] == "monitor"] == [2, 4]
     teacher, _ = load_encoder(teacher_run / CHECKPOINT)
     student, _ = load_encoder(run / CHECKPOINT)
     want = teacher.backbone.state_dict()
