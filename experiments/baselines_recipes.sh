@@ -5,7 +5,7 @@
 # encoder) and Fashion-MNIST (1,400 steps of batch 128 on the 5,000-image retrieval subset);
 # methods with their own batch size train the same number of epochs. No VAEs. Every process
 # runs on one thread; the three Fashion-MNIST seeds run as parallel processes in one study
-# folder (about 50 minutes on 2 cores with the digits study beside them).
+# folder (about 75 minutes on 2 cores with the digits study beside them).
 #   bash experiments/baselines_recipes.sh [OUT] [more reproduce options, e.g. --recipe shared]
 set -euo pipefail
 out="${1:-runs/baselines-recipes}"
