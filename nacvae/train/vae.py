@@ -100,6 +100,15 @@ def load_vae_data(cfg: VAEConfig, device: torch.device, image_size: int | None) 
 # -------------------------------------------------------------------------- training
 
 
+def seed_global_rng(seed: int, device: torch.device) -> None:
+    """Seed the global torch generators the guide draws from, as ``pyro.set_rng_seed`` does
+    for them (the step draws nothing from Python's or NumPy's): ``torch.manual_seed`` also
+    visits every other device backend, 0.15 ms a call against 1 us here."""
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed_all(seed)
+
+
 def _kl_weight(step: int, warmup_steps: int) -> float:
     return 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
 
@@ -272,7 +281,7 @@ def _train(cfg: VAEConfig, out: Path, resume: bool, progress: bool, device: torc
             for step in steps(run.start_step, run.total_steps):
                 idx = order.rows(step)
                 seed = step_seed(cfg.seed, step)
-                pyro.set_rng_seed(seed % 2**32)  # the guide's reparameterisation noise
+                seed_global_rng(seed % 2**32, device)  # the guide's reparameterisation noise
                 gen = torch.Generator(device=device).manual_seed(seed) if cfg.binarize == "stochastic" else None
                 x = vae_observations(data.train[idx], cfg.likelihood, cfg.binarize, gen)
                 kl_weight = _kl_weight(step, run.warmup_steps)
