@@ -23,8 +23,8 @@ from nacvae.registry import check_recipe, recipe_of, settings_for
 from nacvae.runs import check_run_dir, create_run_dir, read_metrics
 from nacvae.studies.folders import add_seconds, fix_plan, read_rows, seeds_to_run, stage_state, study_seconds
 from nacvae.studies.presets import (
-    INITS, PRESETS, RETRIEVAL_NAC, RETRIEVAL_OF, TAUGHT, TEACHER_INIT, Preset, lookup_preset, method_budget,
-    resolve_methods
+    INITS, PRESETS, RETRIEVAL_NAC, TAUGHT, TEACHER_INIT, Preset, lookup_preset, method_budget,
+    objective_of, resolve_methods
 )
 from nacvae.studies.report import COLUMNS, ROW_KEYS, study_rows, write_results
 
@@ -71,7 +71,7 @@ def run_study(preset: str | Preset, out: str | Path, seeds: int = 1, data_dir: s
         header["methods"] = wanted
     if any(m in wanted for m in TAUGHT):
         header["teacher"] = f"the same seed's {TEACHER_INIT} encoder"
-    if any(recipe_of(_objective(m)) for m in wanted if m != "random"):  # studies without such methods keep their study.json
+    if any(recipe_of(objective_of(m)) for m in wanted if m != "random"):  # studies without such methods keep their study.json
         header["recipe"] = recipe
 
     # Every seed's files are read before anything is trained, so that a damaged one stops
@@ -122,7 +122,7 @@ def _run_seed(preset: Preset, seed: int, seed_dir: Path, pretrain_overrides: dic
 
     runs: dict[str, Path] = {}
     for init in [i for i in wanted if i != "random"]:
-        objective = _objective(init)
+        objective = objective_of(init)
         overrides = method_budget(objective, pretrain_overrides, recipe)
         if init == RETRIEVAL_NAC:
             overrides["flip_prob"] = preset.retrieval_flip_prob
@@ -181,10 +181,6 @@ def _run_seed(preset: Preset, seed: int, seed_dir: Path, pretrain_overrides: dic
                 "vae_run": f"{seed_dir.name}/{vae_run.name}",
             })
         emit(row)
-
-
-def _objective(init: str) -> str:
-    return RETRIEVAL_OF if init == RETRIEVAL_NAC else init
 
 
 def _last_train_value(run: Path, key: str) -> float | None:

@@ -114,6 +114,11 @@ def resolve_methods(preset: Preset, methods: list[str] | tuple[str, ...] | None)
     return [i for i in ALL_INITS if i in chosen]
 
 
+def objective_of(init: str) -> str:
+    """The pretraining method behind a study's encoder name (nac-retrieval is NAC)."""
+    return RETRIEVAL_OF if init == RETRIEVAL_NAC else init
+
+
 def method_budget(objective: str, settings: dict[str, Any], recipe: str = "own") -> dict[str, Any]:
     """The study's pretraining ``settings`` as they apply to ``objective`` under ``recipe``.
 

@@ -14,7 +14,7 @@ from nacvae import registry
 from nacvae.files import write_json, write_text
 from nacvae.runs import read_metrics
 from nacvae.studies.folders import read_rows, study_seconds
-from nacvae.studies.presets import ALL_INITS, RETRIEVAL_NAC, RETRIEVAL_OF, method_budget
+from nacvae.studies.presets import ALL_INITS, RETRIEVAL_NAC, RETRIEVAL_OF, method_budget, objective_of
 
 # The columns of the results table: (key in a row, header, format, higher is better)
 COLUMNS = [
@@ -125,7 +125,7 @@ def _budget_caption(results: dict[str, Any], inits: list[str]) -> str:
     recipe = results.get("recipe", "shared")
     own = []
     for init in inits:
-        objective = RETRIEVAL_OF if init == RETRIEVAL_NAC else init
+        objective = objective_of(init)
         if init == "random" or recipe != "own":
             continue
         budget = method_budget(objective, pretrain, recipe)
