@@ -343,3 +343,25 @@ def test_runs_on_the_images_device():
     assert a.device.type == "cuda" and torch.equal(a, b)
     with pytest.raises(ValueError):
         augment(x, cfg, gen())
+
+
+def test_cpu_jitter_works_on_one_copy_and_leaves_the_input_alone():
+    x = float_images(n=32, size=8, seed=5)
+    before = x.clone()
+    cfg = AugmentConfig(size=8, mean=MEAN3, std=STD3, jitter_p=0.9)
+    out = aug._colour_jitter(x, cfg, gen(11))
+    assert torch.equal(x, before) and not torch.equal(out, x)
+    owned = aug._colour_jitter(x.clone(), cfg, gen(11), owned=True)
+    assert torch.equal(owned, out)  # writing into the caller's scratch gives the same values
+    # The accelerators' path (every op on the whole batch, then selected) agrees.
+    masked = x.clone()
+    g = gen(11)
+    b = len(x)
+    apply = torch.rand(b, generator=g) < cfg.jitter_p
+    factors = [torch.rand(b, generator=g) * (hi - lo) + lo for lo, hi in zip([0.6, 0.6, 0.6, -0.1], [1.4, 1.4, 1.4, 0.1])]
+    order = torch.rand((b, 4), generator=g).argsort(dim=1)
+    ops = [aug.adjust_brightness, aug.adjust_contrast, aug.adjust_saturation, aug.adjust_hue]
+    for stage in range(4):
+        for k, op in enumerate(ops):
+            masked = aug._apply_to(masked, apply & (order[:, stage] == k), op, factors[k], subset=False)
+    torch.testing.assert_close(out, masked, atol=1e-6, rtol=0)
