@@ -61,8 +61,10 @@ from nacvae.train.config import PretrainConfig
 @click.option("--seed", type=int, default=None, help=f"Random seed; the same seed repeats the run exactly on CPU {shown(PretrainConfig, 'seed')}.")
 @click.option("--device", default=None, help=f"auto, cpu, cuda or cuda:N; under torchrun auto, cpu or cuda {shown(PretrainConfig, 'device')}.")
 @click.option("--amp/--no-amp", default=None,
-              help="bf16 autocast for the encoder (the objectives stay float32) [on for GPUs with native bf16, "
-                   "Ampere and newer; off on older GPUs and CPUs].")
+              help="bf16 autocast for the encoder (the objectives and the optimiser stay float32) [$NACVAE_AMP, "
+                   "else auto: on for GPUs with native bf16, Ampere and newer; on for CPUs with native bf16 "
+                   "(AVX512-BF16, AMX) when a timing of the encoder at the current load shows it at least 1.15x "
+                   "faster; off otherwise]. config.json records the choice and why; --resume keeps it.")
 @click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the backbone (slow first steps).")
 @click.option("--sync-bn", is_flag=True, default=None,
               help="Under torchrun on GPUs, the trained encoder's batch-norm statistics over the global batch "

@@ -54,6 +54,11 @@ VAE_DATA_HELP = ("Dataset: digits (bundled), fashion-mnist, cifar10 (under --dat
 @click.option("--seed", type=int, default=None,
               help=f"Random seed; the same seed repeats the run exactly on CPU {shown(VAEConfig, 'seed')}.")
 @click.option("--device", default=None, help=f"auto, cpu, cuda or cuda:N {shown(VAEConfig, 'device')}.")
+@click.option("--amp/--no-amp", default=None,
+              help="bf16 autocast for the backbone and the decoder's hidden layers (the Gaussian heads, the output "
+                   "layer and the ELBO stay float32) [$NACVAE_AMP, else auto, as for pretrain: timed on CPUs with "
+                   "native bf16]. config.json records the choice; --resume keeps it; log p(x) is always estimated "
+                   "in float32.")
 @click.option("--eval-samples", type=int, default=None,
               help="If > 0, estimate the test log-likelihood with this many importance samples at the end "
                    f"{shown(VAEConfig, 'eval_samples')}.")

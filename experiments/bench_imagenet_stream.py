@@ -134,12 +134,12 @@ def main(argv=None) -> None:
 
     cfg = AugmentConfig(size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_scale=(1.0, 1.0),
                         crop_ratio=(1.0, 1.0))
-    from nacvae.train.precision import resolve_amp
+    from nacvae.precision import resolve_amp
 
     device = torch.device(args.device)
     run = resolve_config("imagenet", arch="resnet18", batch_size=args.batch_size, device=args.device)
     method = build_method(run, (3, 224, 224)).to(device)
-    prepare_method(method, device, amp=resolve_amp(device, None))
+    prepare_method(method, device, amp=resolve_amp(device, None).amp)
     method.train()
     optimizer = build_optimizer("lars", [p for p in method.parameters() if p.requires_grad], 0.3, 1e-6)
     gen = torch.Generator(device=device).manual_seed(0)

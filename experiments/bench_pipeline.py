@@ -15,7 +15,8 @@ conventional  a torch DataLoader whose workers apply torchvision's per-image PIL
 parameters (crop scale and ratio, flip, jitter, grayscale probabilities).
 
 Both feed the same model, loss and optimiser (one instance, prepared for the device as
-``nacvae pretrain`` prepares it: bf16 autocast on GPUs with native bf16, channels-last), with the same
+``nacvae pretrain`` prepares it: bf16 autocast where nacvae/precision.py chooses it, channels-last), and
+"model only" is also timed in both precisions whichever was chosen. Both use the same
 batch size and augmentation parameters, and are timed in the same run in alternating
 rounds, so that a change in the machine's load affects both. The data are synthetic uint8
 images (no download). Each round starts a fresh DataLoader iterator and times it only
@@ -71,9 +72,9 @@ import torch  # noqa: E402
 from nacvae.data import default_augment, two_views  # noqa: E402
 from nacvae.seeds import step_seed  # noqa: E402
 from nacvae.train.config import resolve_config  # noqa: E402
-from nacvae.train.methods import build_method, prepare_method  # noqa: E402
+from nacvae.train.methods import build_method, encoder_step_probe, prepare_method  # noqa: E402
 from nacvae.train.optim import build_optimizer  # noqa: E402
-from nacvae.train.precision import resolve_amp  # noqa: E402
+from nacvae.precision import probe_images, resolve_amp  # noqa: E402
 from nacvae.train.pretrain import train_step  # noqa: E402
 
 # dataset -> (image shape, mean, std); the statistics only set the normalisation constants.
@@ -102,7 +103,7 @@ def parse_args() -> argparse.Namespace:
                     help="image shape and augmentation parameters of this dataset (the images are synthetic)")
     ap.add_argument("--images", type=int, default=50_000, help="synthetic training images")
     ap.add_argument("--code-dim", type=int, default=128)
-    ap.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast [on for GPUs with native bf16]")
+    ap.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast [as nacvae pretrain decides: native bf16 and, on a CPU, measured faster]")
     ap.add_argument("--compile", action="store_true", help="torch.compile the backbone")
     ap.add_argument("--epoch", action="store_true",
                     help="also time one full NAC epoch over --images images with nacvae's pipeline")
@@ -133,7 +134,10 @@ class Bench:
         self.method = build_method(cfg, shape).to(device)
         params = [p for p in self.method.parameters() if p.requires_grad]
         self.optimizer = build_optimizer("lars", params, lr=0.1, weight_decay=1e-6)
-        self.amp = resolve_amp(device, args.amp)  # as nacvae pretrain decides it
+        # As nacvae pretrain decides it: on a CPU with native bf16, by timing the encoder.
+        probe = encoder_step_probe(self.method.encoder, shape, probe_images(2 * args.batch_size, shape), device)
+        self.amp_decision = resolve_amp(device, args.amp, probe if device.type == "cpu" else None)
+        self.amp = self.amp_decision.amp
         prepare_method(self.method, device, amp=self.amp, compile=args.compile)
         self.method.train()
         self.step = 0
@@ -169,8 +173,16 @@ class Bench:
         synchronize(self.device)
         return time.perf_counter() - start
 
-    def model_steps(self, steps: int, views) -> float:
-        """Seconds for ``steps`` model-only steps on the same two views."""
+    def model_steps(self, steps: int, views, amp: bool | None = None) -> float:
+        """Seconds for ``steps`` model-only steps on the same two views (in bf16 or float32
+        when ``amp`` says, else in the run's precision)."""
+        if amp is not None:
+            chosen = self.method.amp_dtype
+            self.method.amp_dtype = torch.bfloat16 if amp else None
+            try:
+                return self.model_steps(steps, views)
+            finally:
+                self.method.amp_dtype = chosen
         x1, x2 = views
         start = time.perf_counter()
         for i in range(self.args.warmup + steps):
@@ -322,7 +334,7 @@ def main() -> None:
           f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     c, h, w = DATASETS[args.data][0]
     print(f"data {args.data}, arch {args.arch}, batch {args.batch_size} x 2 views of {c}x{h}x{w}, "
-          f"amp {'bf16' if bench.amp else 'off'}, channels_last {bench.method.channels_last}, "
+          f"amp {'bf16' if bench.amp else 'off'} ({bench.amp_decision.why}), channels_last {bench.method.channels_last}, "
           f"compile {args.compile}, DataLoader workers {args.workers}, {args.steps} timed steps x {args.rounds} rounds")
     if args.sync_check:
         sync_check(bench)
@@ -345,6 +357,8 @@ def main() -> None:
 
     def model_only(phase: str) -> None:
         record(phase, "model only (views made beforehand)", bench.model_steps(args.steps, fixed))
+        for amp in (False, True):  # both precisions, whichever the run chose
+            record(phase, f"model only, {'bf16' if amp else 'float32'}", bench.model_steps(args.steps, fixed, amp))
 
     for r in range(args.rounds):
         for phase in phases:
@@ -369,6 +383,9 @@ def main() -> None:
         for pipe in ["nacvae"] + ([] if args.no_conventional else ["conventional"]):
             share = [f / b for f, b in zip(rows[phase][f"{pipe}: full step"], bound)]
             print(f"  {pipe} full step at {statistics.median(share):.0%} of the model-only bound")
+        gain = [b / f for b, f in zip(rows[phase]["model only, bf16"], rows[phase]["model only, float32"])]
+        print(f"  model only, bf16 / float32: {statistics.median(gain):.2f}x (rounds: "
+              + ", ".join(f"{g:.2f}" for g in gain) + ")")
         if not args.no_conventional:
             for what in ("augmentation only", "full step"):
                 ratios = [n / c for n, c in zip(rows[phase][f"nacvae: {what}"], rows[phase][f"conventional: {what}"])]

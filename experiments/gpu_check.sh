@@ -39,7 +39,7 @@ import json, sys
 import torch
 info = {"torch": torch.__version__, "cuda": torch.cuda.is_available()}
 if info["cuda"]:
-    from nacvae.train.precision import has_native_bf16
+    from nacvae.precision import has_native_bf16
     device = torch.device("cuda", 0)
     info.update(name=torch.cuda.get_device_name(device), count=torch.cuda.device_count(),
                 capability=".".join(map(str, torch.cuda.get_device_capability(device))),

@@ -19,7 +19,7 @@ from nacvae.data.stream import StreamedImages
 from nacvae.eval.codes import code_statistics
 from nacvae.eval.features import (
     as_device, bad_images_for, bad_images_result, check_batch_size, check_channels, code_rule, image_codes,
-    normalization_stats, open_split, require_projector, resolve_workers, streamed_outputs
+    in_precision, normalization_stats, open_split, require_projector, resolve_workers, streamed_outputs
 )
 from nacvae.models.backbones import fast_layout
 
@@ -37,6 +37,7 @@ def evaluate_codes(
     download: bool = True,
     workers: int | None = None,
     skip_bad_images: bool = False,
+    amp: bool | None = None,
 ) -> dict[str, Any]:
     """Statistics of the codes sgn(a) of every image of one split (``code_statistics``).
 
@@ -53,6 +54,8 @@ def evaluate_codes(
     mean, std = normalization_stats(data, data_dir, image_size, download, images if split == "train" else None,
                                     workers, bad)
     encoder = fast_layout(encoder, device).eval()
+    sample = None if isinstance(images, StreamedImages) else images.images[:batch_size]
+    encoder, precision = in_precision(encoder, device, sample, mean, std, amp)
     if isinstance(images, StreamedImages):
         codes = streamed_outputs(encoder.codes, images, mean, std, batch_size, device, resolve_workers(workers),
                                  bad_images=bad)
@@ -66,6 +69,7 @@ def evaluate_codes(
         "codes": code_rule(encoder),
         "dataset": data,
         "split": split,
+        "amp": precision.amp,
         **bad_images_result(bad),
         "seconds": round(time.perf_counter() - start, 2),
     }

@@ -12,6 +12,8 @@ option or an encoder that does not fit the data into a ``ConfigError`` or
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -22,6 +24,7 @@ from nacvae.data.catalog import dataset_stats, open_dataset
 from nacvae.data.sources import FOLDER_PREFIX, ImageData
 from nacvae.data.stream import StreamedImages, default_workers, eval_batches
 from nacvae.errors import CheckpointError, ConfigError, DataError
+from nacvae.precision import Decision, probe_images, resolve_amp
 from nacvae.progress import bar
 from nacvae.registry import BINARISATIONS
 
@@ -31,6 +34,7 @@ __all__ = [
     "check_channels",
     "code_rule",
     "image_codes",
+    "in_precision",
     "normalization_stats",
     "open_split",
     "require_projector",
@@ -139,6 +143,56 @@ def image_codes(encoder: nn.Module, images: torch.Tensor, mean, std, batch_size:
 def code_rule(encoder: nn.Module) -> str:
     """How the encoder reads its bits from a, as results state it ("sgn(a)", DeepBit's training mean)."""
     return BINARISATIONS[getattr(encoder, "binarisation", "sign")]
+
+
+class _Autocast(nn.Module):
+    """``inner`` under bf16 autocast, its outputs back in float32 (what evaluators reduce)."""
+
+    def __init__(self, inner: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.inner, self.dtype = inner, dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=self.dtype):
+            out = self.inner(x)
+        return out.float() if out.dtype in (torch.bfloat16, torch.float16) else out
+
+
+def _with_autocast(encoder: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A view of ``encoder`` whose backbone and projection head run under autocast; it shares
+    every parameter and buffer, and ``encoder`` itself is left as it is."""
+    view = copy.copy(encoder)
+    view.__dict__["_modules"] = dict(encoder._modules)
+    for name in ("backbone", "projector", "predictor"):
+        if encoder._modules.get(name) is not None:
+            view._modules[name] = _Autocast(encoder._modules[name], dtype)
+    return view
+
+
+def in_precision(encoder: nn.Module, device: torch.device, sample: torch.Tensor | None, mean, std,
+                 amp: bool | None = None) -> tuple[nn.Module, Decision]:
+    """(the encoder to compute features and codes with, the precision decision): bf16 when
+    ``--amp`` (or $NACVAE_AMP) asks, or by default where nacvae/precision.py's rule, timing a
+    forward pass on ``sample`` (uint8 images of the data; None: not timed, float32 on a CPU),
+    chooses it. The linear probe, the distances and every reduction stay float32."""
+    probe = None
+    if sample is not None and device.type == "cpu" and getattr(encoder, "backbone", None) is not None:
+        x = normalize(sample[: probe_images(len(sample), tuple(sample.shape[1:]))], mean, std).to(device)
+        views = {False: encoder, True: _with_autocast(encoder, torch.bfloat16)}
+
+        @torch.no_grad()
+        def forward(amp: bool) -> None:
+            net = views[amp]
+            h = net.backbone(x)
+            if getattr(net, "projector", None) is not None:
+                net.projector(h)
+
+        probe = forward
+
+    decision = resolve_amp(torch.device(device), amp, probe)
+    if decision.amp and getattr(encoder, "backbone", None) is not None:
+        return _with_autocast(encoder, torch.bfloat16), decision
+    return encoder, decision
 
 
 def require_projector(encoder: nn.Module, what: str) -> None:

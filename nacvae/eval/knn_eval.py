@@ -20,7 +20,7 @@ from torch import nn
 from nacvae.data.augment import normalize
 from nacvae.data.stream import StreamedImages
 from nacvae.eval.features import (
-    as_device, bad_images_for, bad_images_result, check_batch_size, check_channels, labelled_splits,
+    as_device, bad_images_for, bad_images_result, check_batch_size, check_channels, in_precision, labelled_splits,
     normalization_stats, resolve_workers, streamed_batches
 )
 from nacvae.eval.knn import DEFAULT_K, DEFAULT_TEMPERATURE, RunningTopK, check_knn_options, topk_accuracies
@@ -42,6 +42,7 @@ def evaluate_knn(
     download: bool = True,
     workers: int | None = None,
     skip_bad_images: bool = False,
+    amp: bool | None = None,
 ) -> dict[str, Any]:
     """Top-1 and top-5 accuracy of weighted k-NN on the frozen backbone's features h.
 
@@ -60,7 +61,10 @@ def evaluate_knn(
     num_classes = len(train.classes)
     bad = bad_images_for(skip_bad_images)
     mean, std = normalization_stats(data, data_dir, image_size, download, train, workers, bad)
-    backbone = fast_layout(encoder, device).eval().backbone
+    encoder = fast_layout(encoder, device).eval()
+    sample = None if isinstance(train, StreamedImages) else train.images[:batch_size]
+    encoder, precision = in_precision(encoder, device, sample, mean, std, amp)
+    backbone = encoder.backbone
 
     def features(x):
         return torch.flatten(backbone(x), 1).float()
@@ -85,6 +89,7 @@ def evaluate_knn(
         "num_test": len(test),
         "batch_size": batch_size,
         "dataset": data,
+        "amp": precision.amp,
         **bad_images_result(bad),
         "seconds": round(time.perf_counter() - start, 2),
     }

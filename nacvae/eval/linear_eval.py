@@ -23,7 +23,7 @@ from nacvae.data.crops import CROP_RATIO, CROP_SCALE
 from nacvae.data.stream import StreamedImages, train_batches
 from nacvae.errors import ConfigError
 from nacvae.eval.features import (
-    as_device, bad_images_for, bad_images_result, check_batch_size, check_channels, labelled_splits,
+    as_device, bad_images_for, bad_images_result, check_batch_size, check_channels, in_precision, labelled_splits,
     normalization_stats, resolve_workers, streamed_outputs
 )
 from nacvae.eval.linear import (
@@ -50,6 +50,7 @@ def evaluate_linear(
     download: bool = True,
     workers: int | None = None,
     skip_bad_images: bool = False,
+    amp: bool | None = None,
 ) -> dict[str, Any]:
     """Linear classification accuracy of the frozen backbone's features h.
 
@@ -76,7 +77,10 @@ def evaluate_linear(
     num_classes = len(train.classes)
     bad = bad_images_for(skip_bad_images)  # streamed data: unreadable images replaced, not fatal
     mean, std = normalization_stats(data, data_dir, image_size, download, train, workers, bad)
-    backbone = fast_layout(encoder, device).eval().backbone
+    encoder = fast_layout(encoder, device).eval()
+    sample = None if isinstance(train, StreamedImages) else train.images[:batch_size]
+    encoder, precision = in_precision(encoder, device, sample, mean, std, amp)
+    backbone = encoder.backbone
     norm = lambda x: normalize(x, mean, std)  # noqa: E731
     extra: dict[str, Any] = {}
     if isinstance(train, StreamedImages):
@@ -114,6 +118,7 @@ def evaluate_linear(
         "lr": lr,
         "seed": seed,
         "dataset": data,
+        "amp": precision.amp,
         **extra,
         **bad_images_result(bad),
         "seconds": round(time.perf_counter() - start, 2),

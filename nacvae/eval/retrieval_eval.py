@@ -23,7 +23,7 @@ from nacvae.data.pool import retrieval_pool, streamed_retrieval_pool
 from nacvae.errors import ConfigError, DataError
 from nacvae.eval.features import (
     as_device, bad_images_for, bad_images_result, check_batch_size, check_channels, code_rule, image_codes,
-    normalization_stats, require_projector, resolve_workers, streamed_outputs
+    in_precision, normalization_stats, require_projector, resolve_workers, streamed_outputs
 )
 from nacvae.eval.paper_ranking import paper_mean_average_precision
 from nacvae.eval.retrieval import mean_average_precision
@@ -50,6 +50,7 @@ def evaluate_retrieval(
     ranking: str = "hamming",
     workers: int | None = None,
     skip_bad_images: bool = False,
+    amp: bool | None = None,
 ) -> dict[str, Any]:
     """Hamming-ranking mAP@topk of the codes sgn(a) on the retrieval split of ``data``.
 
@@ -94,6 +95,8 @@ def evaluate_retrieval(
     bad = bad_images_for(skip_bad_images)
     mean, std = normalization_stats(data, data_dir, image_size, download, workers=workers, bad_images=bad)
     encoder = fast_layout(encoder, device).eval()
+    encoder, precision = in_precision(encoder, device, None if streamed else pool.images[query][:batch_size], mean,
+                                      std, amp)
     if streamed:
         w = resolve_workers(workers)
         q_codes = streamed_outputs(encoder.codes, pool.stream, mean, std, batch_size, device, w, query, bad_images=bad)
@@ -121,6 +124,7 @@ def evaluate_retrieval(
         "queries_per_class": described["queries_per_class"],
         "split_seed": described["split_seed"],
         "dataset": data,
+        "amp": precision.amp,
         **bad_images_result(bad),
         "seconds": round(time.perf_counter() - start, 2),
     }

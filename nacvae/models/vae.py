@@ -18,6 +18,8 @@ a new VAE in a process that already trained one; ``model`` / ``guide`` raise
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 import warnings
 from typing import Sequence
@@ -54,6 +56,18 @@ def _check_image_shape(image_shape) -> tuple[int, int, int]:
     return c, h, w
 
 
+def autocast_to(t: torch.Tensor, dtype: torch.dtype | None):
+    """Autocast to ``dtype`` on ``t``'s device, or no change at all (None)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(t.device.type, dtype=dtype)
+
+
+def _unhalved(t: torch.Tensor) -> torch.Tensor:
+    """float32 for autocast's half-precision outputs; float32 and float64 as they are."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
 class ConvDecoder(nn.Module):
     """z [..., L] -> likelihood parameters [..., C, H, W].
 
@@ -83,16 +97,21 @@ class ConvDecoder(nn.Module):
         self.out = nn.Conv2d(chans[-1], self.out_channels, kernel_size=3, padding=1)
         self._start_channels = chans[0]
 
+    amp_dtype: torch.dtype | None = None  # autocast for the hidden layers (VAE.set_precision)
+
     def forward(self, z: torch.Tensor):
         lead = z.shape[:-1]
         c, h, w = self.image_shape
-        y = F.relu(self.fc(z.reshape(-1, self.latent_dim)))
-        y = y.view(-1, self._start_channels, *self.start_hw)
-        for up in self.ups:
-            y = F.relu(up(y))
+        with autocast_to(z, self.amp_dtype):
+            y = F.relu(self.fc(z.reshape(-1, self.latent_dim)))
+            y = y.view(-1, self._start_channels, *self.start_hw)
+            for up in self.ups:
+                y = F.relu(up(y))
         top = (y.shape[-2] - h) // 2
         left = (y.shape[-1] - w) // 2
-        y = self.out(y[..., top : top + h, left : left + w])
+        # The output layer stays float32: bf16's 8-bit mantissa would put a pixel's logistic
+        # location on a grid as coarse as the 1/255 bins it is scored on.
+        y = self.out(_unhalved(y[..., top : top + h, left : left + w]))
         y = y.reshape(*lead, self.out_channels, h, w)
         if self.likelihood == "logistic":
             loc, log_scale = y[..., :c, :, :], y[..., c:, :, :]
@@ -122,12 +141,12 @@ class GaussianEncoder(nn.Module):
             self.backbone.eval()
         return self
 
+    amp_dtype: torch.dtype | None = None  # autocast for the backbone (VAE.set_precision)
+
     def forward(self, x_normalised: torch.Tensor):
-        if self.frozen:
-            with torch.no_grad():
-                h = self.backbone(x_normalised)
-        else:
+        with torch.no_grad() if self.frozen else contextlib.nullcontext(), autocast_to(x_normalised, self.amp_dtype):
             h = self.backbone(x_normalised)
+        h = _unhalved(h)  # the Gaussian heads in float32
         return self.loc(h), F.softplus(self.scale(h)) + _SIGMA_FLOOR
 
 
@@ -175,6 +194,14 @@ class VAE(nn.Module):
     @property
     def backbone(self) -> nn.Module:
         return self.encoder.backbone
+
+    def set_precision(self, dtype: torch.dtype | None) -> "VAE":
+        """Run the backbone and the decoder's hidden layers under autocast to ``dtype`` (bf16),
+        or in the parameters' precision (None, the default). The Gaussian heads, the decoder's
+        output layer and every log-density stay float32."""
+        self.encoder.amp_dtype = dtype
+        self.decoder.amp_dtype = dtype
+        return self
 
     # plain torch -------------------------------------------------------------------
 

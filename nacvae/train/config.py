@@ -46,7 +46,7 @@ class PretrainConfig:
     code_dim: int = 128
     seed: int = 0
     device: str = "auto"
-    amp: bool | None = None            # bf16 autocast for the encoder; None = on for GPUs with native bf16 (train/precision.py)
+    amp: bool | None = None            # bf16 autocast for the encoder; None = decided by nacvae/precision.py
     compile: bool = False              # torch.compile the backbone(s)
     sync_bn: bool = False              # SyncBatchNorm across processes under torchrun (CUDA only)
     image_size: int | None = None      # folders: side the images are resized to; streamed datasets: crop size [224]

@@ -3,11 +3,13 @@ device (bf16, channels-last, torch.compile, and under torchrun the multi-process
 
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.util
 import inspect
 import sys
 from types import ModuleType
+from typing import Callable
 
 import torch
 from torch import nn
@@ -62,6 +64,33 @@ def method_module(name: str) -> ModuleType:
         sys.modules[module] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(sys.modules[module])
     return sys.modules[module]
+
+
+def encoder_step_probe(encoder: nn.Module, image_shape: tuple[int, int, int], images: int,
+                       device: torch.device) -> Callable[[bool], None]:
+    """``step(amp)``: one forward and backward pass of a copy of ``encoder`` on ``images``
+    random inputs (channels-last, as the training runs it), under bf16 autocast when
+    ``amp``. The copy keeps the run's weights, batch-norm statistics and random streams as
+    they are."""
+    twin = copy.deepcopy(encoder).to(device)
+    if device.type in ("cuda", "cpu"):
+        twin.to(memory_format=torch.channels_last)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.randn(images, *image_shape, generator=gen).to(device)
+    if x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    params = [p for p in twin.parameters() if p.requires_grad]
+
+    def step(amp: bool) -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            outputs = twin(x)
+        loss = sum(t.float().square().mean() for t in outputs if isinstance(t, torch.Tensor) and t.requires_grad)
+        if params and isinstance(loss, torch.Tensor):
+            torch.autograd.grad(loss, params, allow_unused=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    return step
 
 
 def prepare_method(method: Method, device: torch.device, *, amp: bool, compile: bool = False,

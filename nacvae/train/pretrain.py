@@ -43,11 +43,11 @@ from nacvae.train.binarisation import binarisation_meta, training_bit_means
 from nacvae.train.config import PretrainConfig, check_world_size, saved_config, schedule_steps, validate_config
 from nacvae.train.loop import (EpochOrder, RunCheckpoint, RunState, StepProgress, Window, events_and_bar, is_log_step,
                                steps)
-from nacvae.train.methods import build_method, prepare_method
+from nacvae.train.methods import build_method, encoder_step_probe, prepare_method
 from nacvae.train.monitor import monitor_step, open_run_monitor
 from nacvae.train.optim import build_optimizer, build_scheduler
 from nacvae.train.pictures import view_pairs
-from nacvae.train.precision import resolve_amp
+from nacvae.precision import probe_images, requested_amp, resolve_amp
 from nacvae.train.telemetry import CollapseMonitor, code_statistics, collapse_message
 
 
@@ -197,7 +197,7 @@ def _open_run(cfg: PretrainConfig, out: Path, resume: bool, device: torch.device
             ckpt_path, kind="pretrain", expect={"arch": cfg.arch, "objective": cfg.objective}))
         start_step = distributed.agree(lambda: restore_training_state(ckpt_path, ckpt, method, optimizer, scheduler))
         del ckpt
-    amp = resolve_amp(device, cfg.amp)
+    amp, amp_why = _choose_precision(cfg, out, resume, device, method, data.image_shape)
     prepare_method(method, device, amp=amp, compile=cfg.compile, sync_bn=cfg.sync_bn)
     run_config = {
         "kind": "pretrain", "status": "running", "objective": cfg.objective, "dataset": cfg.data,
@@ -205,7 +205,8 @@ def _open_run(cfg: PretrainConfig, out: Path, resume: bool, device: torch.device
         "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "warmup_steps": warmup_steps,
         "device": str(device),
         "input": input_description(data.image_shape, data.mean, data.std),
-        "world_size": world, "amp": amp, "nacvae_version": __version__, "pretrain": cfg.to_dict(),
+        "world_size": world, "amp": amp, "amp_decided_by": amp_why, "nacvae_version": __version__,
+        "pretrain": cfg.to_dict(),
     }
     negatives = method.num_negatives(cfg.batch_size)
     log_negatives = None if negatives is None else math.log(negatives)
@@ -237,6 +238,26 @@ def _open_run(cfg: PretrainConfig, out: Path, resume: bool, device: torch.device
     return _Run(out, optimizer, steps_per_epoch, total_steps, warmup_steps, start_step,
                 cfg.checkpoint_every or steps_per_epoch, checkpoint, run_config,
                 cfg=cfg, data=data, method=method, scheduler=scheduler, monitor=monitor, log_negatives=log_negatives)
+
+
+def _choose_precision(cfg: PretrainConfig, out: Path, resume: bool, device: torch.device, method: Method,
+                      image_shape: tuple[int, int, int]) -> tuple[bool, str]:
+    """bf16 or float32 for the encoder (nacvae/precision.py). A resumed run keeps the precision
+    it was started with unless --amp/--no-amp says otherwise; under torchrun on CPUs the
+    timing is skipped (the processes would have to agree on it) and float32 is kept."""
+    wanted, source = requested_amp(cfg.amp)
+    if wanted is not None:
+        return wanted, source
+    if resume:
+        saved = read_config(out)
+        if isinstance(saved.get("amp"), bool):
+            return saved["amp"], saved.get("amp_decided_by") or "the resumed run's choice"
+    probe = None
+    if device.type == "cpu" and not distributed.is_distributed():
+        views = cfg.spec.views if cfg.recipe == "own" else 2
+        images = probe_images(cfg.batch_size * views, image_shape)
+        probe = encoder_step_probe(method.encoder, image_shape, images, device)
+    return tuple(resolve_amp(device, None, probe))
 
 
 def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device: torch.device, per_rank: int) -> Path:

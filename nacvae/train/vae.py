@@ -16,6 +16,7 @@ therefore ends with the weights of one never interrupted (exactly, on CPU).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 import warnings
@@ -37,13 +38,14 @@ from nacvae.models.vae import VAE, analytic_kl
 from nacvae.models.vae_inputs import observed_test_images, vae_observations
 from nacvae.presets import FOLDER_PREFIX
 from nacvae.runs import (
-    CHECKPOINT, append_metrics, check_run_dir, hold_run, read_run_config, starts_afresh, truncate_metrics,
-    write_config
+    CHECKPOINT, append_metrics, check_run_dir, hold_run, read_config, read_run_config, starts_afresh,
+    truncate_metrics, write_config
 )
 from nacvae.seeds import PICTURES_STREAM, TEST_STREAM, step_seed
 from nacvae.train.elbo import negative_elbo
 from nacvae.train.loop import EpochOrder, RunCheckpoint, RunState, Window, events_and_bar, is_log_step, steps
 from nacvae.train.pictures import image_grid
+from nacvae.precision import requested_amp, resolve_amp
 from nacvae.train.vae_config import (
     INITS, VAEConfig, check_encoder_shape, resolve_encoder_init, resolve_vae_config, saved_vae_config,
     validate_vae_config
@@ -237,6 +239,8 @@ def _open_run(cfg: VAEConfig, out: Path, resume: bool, device: torch.device, dat
     # exact, and the same step would take data-parallel gradient averaging or autocast.
     params = [p for p in vae.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    amp, amp_why = _choose_precision(cfg, out, resume, device, vae, data)
+    vae.set_precision(torch.bfloat16 if amp else None)
     steps_per_epoch = data.train.shape[0] // cfg.batch_size  # the last incomplete batch is dropped
     total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
     ckpt_path = out / CHECKPOINT
@@ -252,7 +256,8 @@ def _open_run(cfg: VAEConfig, out: Path, resume: bool, device: torch.device, dat
         "arch": arch, "likelihood": cfg.likelihood, "latent_dim": cfg.latent_dim,
         "freeze_encoder": cfg.freeze_encoder, "image_shape": list(data.image_shape), "feature_dim": int(feature_dim),
         "mean": list(data.mean), "std": list(data.std), "steps_per_epoch": steps_per_epoch,
-        "total_steps": total_steps, "device": str(device), "nacvae_version": __version__, "vae": cfg.to_dict(),
+        "total_steps": total_steps, "device": str(device), "amp": amp, "amp_decided_by": amp_why,
+        "nacvae_version": __version__, "vae": cfg.to_dict(),
     }
     if resume:
         for event in ("train", "test", "curve"):
@@ -263,6 +268,42 @@ def _open_run(cfg: VAEConfig, out: Path, resume: bool, device: torch.device, dat
     return _Run(out, optimizer, steps_per_epoch, total_steps, cfg.kl_warmup_epochs * steps_per_epoch, start_step,
                 cfg.checkpoint_every or steps_per_epoch, checkpoint, run_config,
                 cfg=cfg, vae=vae, test_x=test_x, curve_at=curve_steps(total_steps, cfg.curve_points))
+
+
+def _choose_precision(cfg: VAEConfig, out: Path, resume: bool, device: torch.device, vae: VAE,
+                      data: VAEData) -> tuple[bool, str]:
+    """bf16 or float32 for the VAE's networks (nacvae/precision.py), as for pretraining: a
+    resumed run keeps its choice unless --amp/--no-amp says otherwise."""
+    wanted, source = requested_amp(cfg.amp)
+    if wanted is not None:
+        return wanted, source
+    if resume:
+        saved = read_config(out)
+        if isinstance(saved.get("amp"), bool):
+            return saved["amp"], saved.get("amp_decided_by") or "the resumed run's choice"
+    probe = None
+    if device.type == "cpu":
+        gen = torch.Generator(device=device).manual_seed(0) if cfg.binarize == "stochastic" else None
+        x = vae_observations(data.train[: cfg.batch_size], cfg.likelihood, cfg.binarize, gen)
+        probe = vae_step_probe(vae, x, cfg.elbo)
+    return tuple(resolve_amp(device, None, probe))
+
+
+def vae_step_probe(vae: VAE, x: torch.Tensor, elbo: str = "meanfield"):
+    """``step(amp)``: one loss and gradient of a copy of ``vae`` on the batch ``x``, in bf16
+    or float32; the run's model and random streams are left as they are."""
+    twin = copy.deepcopy(vae).train()
+    params = [p for p in twin.parameters() if p.requires_grad]
+
+    def step(amp: bool) -> None:
+        twin.set_precision(torch.bfloat16 if amp else None)
+        with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False):
+            loss, _, _ = negative_elbo(twin, x, 1.0, elbo)
+            torch.autograd.grad(loss, params)
+        if x.device.type == "cuda":
+            torch.cuda.synchronize(x.device)
+
+    return step
 
 
 def _train(cfg: VAEConfig, out: Path, resume: bool, progress: bool, device: torch.device, data: VAEData,

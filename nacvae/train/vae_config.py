@@ -47,6 +47,7 @@ class VAEConfig:
     kl_warmup_epochs: int = 0          # linear annealing of the KL weight from 0 to 1; 0 = weight 1 throughout
     seed: int = 0
     device: str = "auto"
+    amp: bool | None = None            # bf16 autocast for the backbone and decoder; None = timed (nacvae/precision.py)
     log_every: int = 10                # steps
     checkpoint_every: int = 0          # steps; 0 = at epoch ends, as often as costs under 2% of the run (train/vae.py)
     test_every: int = 1                # epochs between test-set ELBO records; 0 = never
