@@ -29,6 +29,10 @@ from nacvae.studies.presets import ALL_INITS, INITS, RETRIEVAL_NAC, TAUGHT, TEAC
                    "own recipe a method of another batch size trains the same number of epochs.")
 @click.option("--no-vae", "no_vae", is_flag=True,
               help="Encoder studies: evaluate the encoders and train no VAE.")
+@click.option("--jobs", default="auto", show_default=True, metavar="N|auto",
+              help="Encoder studies: worker processes that run a seed's independent stages side by side "
+                   "(pretrainings, evaluations, VAEs), sharing the --threads; auto: on a CPU one per thread, "
+                   "each on one thread (exactly the numbers of --jobs 1 --threads 1), on a GPU 1.")
 @click.option("--flip-prob", type=float, default=None, help="NAC's channel flip probability [preset default].")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Where the dataset lives.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -49,7 +53,7 @@ from nacvae.studies.presets import ALL_INITS, INITS, RETRIEVAL_NAC, TAUGHT, TEAC
 def reproduce(preset: str, seeds: int, only_seeds: tuple[int, ...], flip_prob: float | None, data_dir: str | None, device: str, out: str | None,
               resume: bool, as_json: bool, quiet: bool, methods: str | None = None,
               encoders_from: str | None = None, likelihood: str | None = None, latent_dim: int | None = None,
-              vae_steps: int | None = None, recipe: str = "own", no_vae: bool = False) -> None:
+              vae_steps: int | None = None, recipe: str = "own", no_vae: bool = False, jobs: str = "auto") -> None:
     """Pretrain NAC, SimCLR and MoCo-v2 for the same number of steps (and NAC again at the
     preset's retrieval p), evaluate them and a random encoder (linear probe, retrieval, code
     statistics), train a VAE from each and estimate its log-likelihood; write results.md,
@@ -60,6 +64,7 @@ def reproduce(preset: str, seeds: int, only_seeds: tuple[int, ...], flip_prob: f
     from nacvae.errors import ConfigError
     from nacvae.runs import default_runs_root, new_run_name
     from nacvae.studies import PRESETS, VAE_PRESETS, run_study, run_vae_study
+    from nacvae.studies.stages import parse_jobs
 
     if resume and out is None:
         raise ConfigError("--resume needs --out, the study folder to continue.")
@@ -71,6 +76,8 @@ def reproduce(preset: str, seeds: int, only_seeds: tuple[int, ...], flip_prob: f
     options = dict(seeds=seeds, data_dir=data_dir, device=device, progress=not quiet, log=log, flip_prob=flip_prob,
                    resume=resume, only_seeds=list(only_seeds) or None)
     if preset in VAE_PRESETS:
+        if jobs != "auto":
+            raise ConfigError(f"--jobs belongs to the encoder studies, not to the {preset} preset.")
         if recipe != "own" or no_vae:
             raise ConfigError(f"--{'recipe' if recipe != 'own' else 'no-vae'} belongs to the encoder studies, "
                               f"not to the {preset} preset.")
@@ -86,7 +93,7 @@ def reproduce(preset: str, seeds: int, only_seeds: tuple[int, ...], flip_prob: f
         if given:
             raise ConfigError(f"{given[0]} belongs to the VAE study (--preset {', '.join(VAE_PRESETS)}), "
                               f"not to the {preset} preset.")
-        results = run_study(preset, out, **options, recipe=recipe, vaes=not no_vae,
+        results = run_study(preset, out, **options, recipe=recipe, vaes=not no_vae, jobs=parse_jobs(jobs),
                             methods=None if methods is None else [m.strip() for m in methods.split(",") if m.strip()])
     if as_json:
         click.echo(json.dumps({k: v for k, v in results.items() if k != "rows"}, indent=2))
