@@ -47,9 +47,13 @@ from nacvae.train.methods import build_method, encoder_step_probe, prepare_metho
 from nacvae.train.monitor import monitor_step, open_run_monitor
 from nacvae.train.optim import build_optimizer, build_scheduler
 from nacvae.train.pictures import view_pairs
+from nacvae.train.prefetch import Prefetch, worth_prefetching
 from nacvae.precision import probe_images, requested_amp, resolve_amp
 from nacvae.train.telemetry import CollapseMonitor, code_statistics, collapse_message
 
+# Make the next step's views in a background thread where it pays (train/prefetch.py); the
+# numbers are the same either way, which tests check by turning it off.
+PREFETCH = True
 
 @dataclass
 class PretrainData:
@@ -272,21 +276,29 @@ def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device:
     if data.stream is not None:
         streamed = _streamed_steps(cfg, data.stream, run.start_step, run.total_steps, run.steps_per_epoch, per_rank,
                                    rank, device, data.bad_images)
+    def step_inputs(step: int):
+        """(step, its generator, and for in-memory data its rows and views)."""
+        gen = torch.Generator(device=device).manual_seed(step_seed(cfg.seed, step, rank=rank))
+        if streamed is not None:
+            return step, gen, None, None, None
+        idx = order.rows(step, rank * per_rank, per_rank)
+        return (step, gen, idx, *_views(data.images[idx], data, gen, views))
+
+    todo = steps(run.start_step, run.total_steps)
+    # On a CPU the next step's views are made beside this step's training (train/prefetch.py).
+    prefetch = PREFETCH and worth_prefetching(device, streamed is not None)
+    inputs = Prefetch(step_inputs, todo) if prefetch else map(step_inputs, todo)
     try:  # the status of a run that stops here is recorded by hold_run
         with events_and_bar(out, run.total_steps, run.start_step, resume, writer=main,
                             bar=progress and main) as (writer, bar):
             method.train()
-            for step in steps(run.start_step, run.total_steps):
-                gen = torch.Generator(device=device).manual_seed(step_seed(cfg.seed, step, rank=rank))
+            for step, gen, idx, x1, x2 in inputs:
                 if streamed is not None:
                     idx, batch = next(streamed)
                     _tell_bad_images(data.bad_images, bar)
                     x1, x2 = _streamed_views(batch, data, gen)
-                else:
-                    idx = order.rows(step, rank * per_rank, per_rank)
-                    x1, x2 = _views(data.images[idx], data, gen, views)
-                if streamed is not None and views == 1:
-                    x2 = None
+                    if views == 1:
+                        x2 = None
                 method.begin_step(idx)
                 method.at_step(step, run.total_steps)
                 loss, a1 = train_step(method, run.optimizer, x1, x2, gen)
@@ -302,6 +314,8 @@ def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device:
                 _record_binarisation(run)
                 run.checkpoint.save(run.total_steps, complete=True)
     finally:
+        if prefetch:
+            inputs.close()
         if streamed is not None:
             streamed.close()  # stops the DataLoader's worker processes
     if main:
