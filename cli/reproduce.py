@@ -11,7 +11,7 @@ from nacvae.studies.presets import ALL_INITS, INITS, RETRIEVAL_NAC, TAUGHT, TEAC
 
 @click.command()
 @click.option("--preset", default="digits", show_default=True,
-              help="Scale: digits (under 10 minutes on a CPU), fashion-mnist-cpu (about an hour of CPU time a seed), "
+              help="Scale: digits (about 3 minutes on 2 CPU cores), fashion-mnist-cpu (about an hour of CPU time a seed), "
                    "fashion-mnist-cpu-baselines (the same with InsDis, DeepBit, SSDH and DistillHash), "
                    "cifar10-paper (GPU); fashion-mnist-vae: the VAE study (every encoder and a random one, backbone "
                    "fine-tuned and frozen: convergence curves, log p(x), KL, inference gaps; about 20-25 minutes a "
@@ -31,8 +31,9 @@ from nacvae.studies.presets import ALL_INITS, INITS, RETRIEVAL_NAC, TAUGHT, TEAC
               help="Encoder studies: evaluate the encoders and train no VAE.")
 @click.option("--jobs", default="auto", show_default=True, metavar="N|auto",
               help="Encoder studies: worker processes that run a seed's independent stages side by side "
-                   "(pretrainings, evaluations, VAEs), sharing the --threads; auto: on a CPU one per thread, "
-                   "each on one thread (exactly the numbers of --jobs 1 --threads 1), on a GPU 1.")
+                   "(pretrainings, evaluations, VAEs), sharing the --threads; auto: on a CPU one per thread, at "
+                   "most one per encoder (on 2 cores: 2 jobs of 1 thread, exactly the numbers of --jobs 1 "
+                   "--threads 1), on a GPU 1.")
 @click.option("--flip-prob", type=float, default=None, help="NAC's channel flip probability [preset default].")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Where the dataset lives.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")

@@ -78,6 +78,13 @@ def test_jobs_share_the_threads(requested, device, threads, expected):
     assert choose_jobs(requested, device, threads) == expected
 
 
+def test_no_more_jobs_than_stages_can_run_at_once():
+    assert choose_jobs(None, "cpu", 16, width=5) == (5, 3)
+    assert choose_jobs(None, "cpu", 2, width=5) == (2, 1)
+    assert choose_jobs(None, "cpu", 4, width=1) == (1, 4)
+    assert choose_jobs(3, "cpu", 16, width=1) == (3, 5)  # asked for: as given
+
+
 def test_jobs_value_is_checked():
     assert parse_jobs("auto") is None and parse_jobs("3") == 3
     with pytest.raises(ConfigError, match="--jobs must be a positive integer or 'auto', not '0'"):

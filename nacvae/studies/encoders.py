@@ -84,9 +84,8 @@ def run_study(preset: str | Preset, out: str | Path, seeds: int = 1, data_dir: s
     fix_plan(out, header)
     import torch
 
-    jobs, threads_per_job = choose_jobs(jobs, torch_device.type, torch.get_num_threads())
-    if jobs > 1:
-        log(f"{jobs} worker processes of {threads_per_job} thread(s) each run the independent stages")
+    # At most one job per encoder: a seed can run no more stages than that at once.
+    jobs, threads_per_job = choose_jobs(jobs, torch_device.type, torch.get_num_threads(), width=len(wanted))
     with StagePool(jobs, threads_per_job) as pool:
         results = _run_seeds(preset, out, todo, wanted, header, pretrain_overrides, data_dir, device, progress, log,
                              recipe, vaes, pool if jobs > 1 else None)
@@ -96,7 +95,7 @@ def run_study(preset: str | Preset, out: str | Path, seeds: int = 1, data_dir: s
 def _run_seeds(preset: Preset, out: Path, todo: list[int], wanted: list[str], header: dict[str, Any],
                pretrain_overrides: dict[str, Any], data_dir: str | None, device: str, progress: bool,
                log: Callable[[str], None], recipe: str, vaes: bool, pool: StagePool | None) -> dict[str, Any]:
-    results = None
+    results, announced = None, False
     for seed in todo:
         rows_file = out / f"seed-{seed}" / "rows.json"
         rows = read_rows(rows_file, ROW_KEYS) if rows_file.is_file() else []
@@ -115,6 +114,10 @@ def _run_seeds(preset: Preset, out: Path, todo: list[int], wanted: list[str], he
             if rows_file.is_file():  # another process may have finished the seed meanwhile
                 rows[:] = read_rows(rows_file, ROW_KEYS)
                 done = {r["init"] for r in rows}
+            if pool is not None and not announced:
+                log(f"{pool.jobs} worker processes of {pool.threads_per_job} thread(s) each run the independent "
+                    "stages")
+                announced = True
             _run_seed(preset, seed, out / f"seed-{seed}", pretrain_overrides, wanted, done, data_dir, device,
                       progress, log, emit, recipe, vaes, pool)
         add_seconds(rows_file.parent, time.time() - started)
@@ -158,30 +161,24 @@ def _run_seed(preset: Preset, seed: int, seed_dir: Path, pretrain_overrides: dic
                              **settings_for(objective, overrides))
         stages.append(Stage(f"pretrain {init}", _pretrain_stage, dict(cfg=cfg, run=run, resume=state, progress=bars),
                             after=after, announce=f"[seed {seed}] pretraining {init}"))
+    # After every pretraining, per encoder its evaluation and its VAE: the order the stages
+    # run in one process, and in parallel the priority among the stages ready to start.
     pretrained = {s.name for s in stages}
     todo = [init for init in wanted if init not in done]
-    evaluations, trainings = [], []
+    with_vae = set()
     for init in todo:
-        after = tuple(n for n in (f"pretrain {init}",) if n in pretrained)
-        evaluations.append(Stage(f"evaluate {init}", _evaluate_stage,
-                                 dict(preset=preset, seed=seed, init=init, run=runs.get(init), data_dir=data_dir,
-                                      device=device), after=after,
-                                 announce=f"[seed {seed}] evaluating the {init} encoder"))
+        after = (f"pretrain {init}",) if f"pretrain {init}" in pretrained else ()
+        stages.append(Stage(f"evaluate {init}", _evaluate_stage,
+                            dict(preset=preset, seed=seed, init=init, run=runs.get(init), data_dir=data_dir,
+                                 device=device), after=after,
+                            announce=f"[seed {seed}] evaluating the {init} encoder"))
         if init in INITS and vaes:  # the new baselines and the retrieval NAC get no VAE
-            vae_run = seed_dir / f"vae-{init}"
-            trainings.append(Stage(f"vae {init}", _vae_stage,
-                                   dict(preset=preset, seed=seed, init=init, vae_run=vae_run, encoder=runs.get(init),
-                                        data_dir=data_dir, device=device, progress=bars,
-                                        log=log if serial else None), after=after,
-                                   announce=None if serial else f"[seed {seed}] training a VAE from the {init} encoder"))
-    # The serial order of earlier versions: every pretraining, then per encoder its evaluation
-    # and its VAE. In parallel the same list is the priority among ready stages.
-    by_init = {s.name.split(" ", 1)[1]: s for s in trainings}
-    for e in evaluations:
-        stages.append(e)
-        init = e.name.split(" ", 1)[1]
-        if init in by_init:
-            stages.append(by_init[init])
+            with_vae.add(init)
+            stages.append(Stage(f"vae {init}", _vae_stage,
+                                dict(preset=preset, seed=seed, init=init, vae_run=seed_dir / f"vae-{init}",
+                                     encoder=runs.get(init), data_dir=data_dir, device=device, progress=bars,
+                                     log=log if serial else None), after=after,
+                                announce=None if serial else f"[seed {seed}] training a VAE from the {init} encoder"))
 
     finished: dict[str, Any] = {}
     pending = list(todo)
@@ -190,10 +187,10 @@ def _run_seed(preset: Preset, seed: int, seed_dir: Path, pretrain_overrides: dic
         finished[name] = result
         while pending:  # rows in ``wanted`` order, each once its evaluation and VAE are in
             init = pending[0]
-            if f"evaluate {init}" not in finished or (init in by_init and f"vae {init}" not in finished):
+            if f"evaluate {init}" not in finished or (init in with_vae and f"vae {init}" not in finished):
                 return
             row = finished[f"evaluate {init}"]
-            if init in by_init:
+            if init in with_vae:
                 row.update(finished[f"vae {init}"])
             emit(row)
             pending.pop(0)

@@ -43,7 +43,7 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    # The README's first command: under 10 minutes on 2 quiet CPU cores. Every encoder
+    # The README's first command: about 3 minutes on 2 quiet CPU cores. Every encoder
     # trains 1,500 steps (about 136 epochs), 500 of them warm-up: NAC's code magnitude
     # has flattened by the end (docs/results.md). The retrieval encoder uses the p that
     # gave the best mAP in the noise sweep on digits (p = 0.2 of 0.05 ... 0.45).

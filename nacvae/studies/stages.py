@@ -45,12 +45,15 @@ def parse_jobs(value) -> int | None:
     return n
 
 
-def choose_jobs(requested: int | None, device_type: str, threads: int) -> tuple[int, int]:
+def choose_jobs(requested: int | None, device_type: str, threads: int, width: int | None = None) -> tuple[int, int]:
     """(jobs, threads per job). Auto: on a CPU, one job per thread this process was given (the
-    free cores, nacvae/threads.py), each on one thread; on a GPU one job, since the stages would
-    share the device. ``requested`` jobs share the threads, at least one each."""
+    free cores, nacvae/threads.py), but no more than ``width`` (the stages that can run at
+    once), the threads shared among them; on a GPU one job, since the stages would share the
+    device. ``requested`` jobs share the threads, at least one each."""
     if requested is None:
         jobs = threads if device_type == "cpu" else 1
+        if width is not None:
+            jobs = max(1, min(jobs, width))
     else:
         jobs = requested
     return jobs, max(1, threads // jobs)
