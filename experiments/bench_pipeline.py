@@ -75,6 +75,7 @@ from nacvae.train.config import resolve_config  # noqa: E402
 from nacvae.train.methods import build_method, encoder_step_probe, prepare_method  # noqa: E402
 from nacvae.train.optim import build_optimizer  # noqa: E402
 from nacvae.precision import probe_images, resolve_amp  # noqa: E402
+from nacvae.train.prefetch import Prefetch, worth_prefetching  # noqa: E402
 from nacvae.train.pretrain import train_step  # noqa: E402
 
 # dataset -> (image shape, mean, std); the statistics only set the normalisation constants.
@@ -160,16 +161,29 @@ class Bench:
         return two_views(self.images[self.perm[start:start + b]], self.augment, gen)
 
     def nacvae_steps(self, steps: int, train: bool = True) -> float:
-        """Seconds for ``steps`` steps after the warm-up (augmentation only when ``train`` is false)."""
+        """Seconds for ``steps`` steps after the warm-up (augmentation only when ``train`` is
+        false). Training steps take their views as ``nacvae pretrain`` does: on a CPU with two
+        or more threads made one step ahead in a background thread (nacvae/train/prefetch.py)."""
+        first = self.step
+
+        def views(i: int):
+            gen = torch.Generator(device=self.device).manual_seed(step_seed(self.args.seed, first + i))
+            return (*self.nacvae_views(first + i, gen), gen)
+
+        total = self.args.warmup + steps
+        background = train and worth_prefetching(self.device, streamed=False)
+        items = Prefetch(views, range(total)) if background else map(views, range(total))
         start = time.perf_counter()
-        for i in range(self.args.warmup + steps):
-            if i == self.args.warmup:
-                synchronize(self.device)
-                start = time.perf_counter()
-            gen = self.generator()
-            x1, x2 = self.nacvae_views(self.step + i, gen)
-            if train:
-                self.train(x1, x2, gen)
+        try:
+            for i, (x1, x2, gen) in enumerate(items):
+                if i == self.args.warmup:
+                    synchronize(self.device)
+                    start = time.perf_counter()
+                if train:
+                    self.train(x1, x2, gen)
+        finally:
+            if background:
+                items.close()
         synchronize(self.device)
         return time.perf_counter() - start
 

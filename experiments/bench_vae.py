@@ -15,6 +15,9 @@ machine's load cancels; the medians are printed with their ratio. Run it on a qu
 machine (``uptime``) with the thread count stated.
 
     python experiments/bench_vae.py --threads 2 --epochs 20 --rounds 3
+
+Both loops run in each precision of ``--precisions`` in turn (float32, then bf16 autocast as
+``nacvae vae --amp`` runs it), so that the ratio compares like with like.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pathlib import Path
 
 
 def plain_images_per_s(cfg, epochs: int) -> float:
+    """The bare loop, in the precision ``cfg.amp`` names (bf16 autocast as nacvae runs it, or float32)."""
     import torch
 
     from nacvae.data.sources import channel_stats, load_dataset
@@ -39,6 +43,7 @@ def plain_images_per_s(cfg, epochs: int) -> float:
     mean, std = channel_stats(cfg.data, train)
     backbone, feature_dim, _ = resolve_encoder_init(cfg, train.image_shape)  # the random encoder train_vae builds
     vae = build_vae(cfg, backbone, feature_dim, train.image_shape, mean, std)
+    vae.set_precision(torch.bfloat16 if cfg.amp else None)
     optimizer = torch.optim.Adam([p for p in vae.parameters() if p.requires_grad], lr=cfg.lr)
     images = train.images
     n = len(images) // cfg.batch_size * cfg.batch_size
@@ -75,6 +80,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--precisions", default="float32,bf16",
+                   help="comma-separated: float32 and/or bf16 (both loops in that precision)")
     args = p.parse_args()
 
     import torch
@@ -82,27 +89,30 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from nacvae.train.vae import resolve_vae_config
 
-    cfg = resolve_vae_config("digits", init="random", epochs=args.epochs, batch_size=args.batch_size,
-                             device="cpu", eval_samples=0)
-    plain, timed, wall = [], [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        for r in range(args.rounds):
-            order = ("plain", "nacvae") if r % 2 == 0 else ("nacvae", "plain")
-            for which in order:
-                if which == "plain":
-                    plain.append(plain_images_per_s(cfg, args.epochs))
-                else:
-                    t, w = nacvae_images_per_s(cfg, Path(tmp) / f"run{r}")
-                    timed.append(t)
-                    wall.append(w)
-    result = {
-        "threads": args.threads, "epochs": args.epochs, "batch_size": args.batch_size, "rounds": args.rounds,
-        "plain_images_per_s": statistics.median(plain), "nacvae_images_per_s": statistics.median(timed),
-        "nacvae_wall_images_per_s": statistics.median(wall),
-    }
-    result["ratio_timed"] = result["nacvae_images_per_s"] / result["plain_images_per_s"]
-    result["ratio_wall"] = result["nacvae_wall_images_per_s"] / result["plain_images_per_s"]
-    print(json.dumps(result, indent=2))
+    results = []
+    for precision in [p.strip() for p in args.precisions.split(",") if p.strip()]:
+        cfg = resolve_vae_config("digits", init="random", epochs=args.epochs, batch_size=args.batch_size,
+                                 device="cpu", eval_samples=0, amp=precision == "bf16")
+        plain, timed, wall = [], [], []
+        with tempfile.TemporaryDirectory() as tmp:
+            for r in range(args.rounds):
+                order = ("plain", "nacvae") if r % 2 == 0 else ("nacvae", "plain")
+                for which in order:
+                    if which == "plain":
+                        plain.append(plain_images_per_s(cfg, args.epochs))
+                    else:
+                        t, w = nacvae_images_per_s(cfg, Path(tmp) / f"run{r}")
+                        timed.append(t)
+                        wall.append(w)
+        result = {
+            "precision": precision, "threads": args.threads, "epochs": args.epochs, "batch_size": args.batch_size,
+            "rounds": args.rounds, "plain_images_per_s": statistics.median(plain),
+            "nacvae_images_per_s": statistics.median(timed), "nacvae_wall_images_per_s": statistics.median(wall),
+        }
+        result["ratio_timed"] = result["nacvae_images_per_s"] / result["plain_images_per_s"]
+        result["ratio_wall"] = result["nacvae_wall_images_per_s"] / result["plain_images_per_s"]
+        results.append(result)
+    print(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
