@@ -244,6 +244,11 @@ def _open_run(cfg: PretrainConfig, out: Path, resume: bool, device: torch.device
                 cfg=cfg, data=data, method=method, scheduler=scheduler, monitor=monitor, log_negatives=log_negatives)
 
 
+def _views_per_step(cfg: PretrainConfig) -> int:
+    """The method's views per step; the shared recipe gives every method two."""
+    return cfg.spec.views if cfg.recipe == "own" else 2
+
+
 def _choose_precision(cfg: PretrainConfig, out: Path, resume: bool, device: torch.device, method: Method,
                       image_shape: tuple[int, int, int]) -> tuple[bool, str]:
     """bf16 or float32 for the encoder (nacvae/precision.py). A resumed run keeps the precision
@@ -258,8 +263,7 @@ def _choose_precision(cfg: PretrainConfig, out: Path, resume: bool, device: torc
             return saved["amp"], saved.get("amp_decided_by") or "the resumed run's choice"
     probe = None
     if device.type == "cpu" and not distributed.is_distributed():
-        views = cfg.spec.views if cfg.recipe == "own" else 2
-        images = probe_images(cfg.batch_size * views, image_shape)
+        images = probe_images(cfg.batch_size * _views_per_step(cfg), image_shape)
         probe = encoder_step_probe(method.encoder, image_shape, images, device)
     return tuple(resolve_amp(device, None, probe))
 
@@ -270,12 +274,13 @@ def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device:
     data, method = run.data, run.method
     order = EpochOrder(len(data), cfg.seed, device, run.steps_per_epoch, cfg.batch_size)
     window = Window(1, device)
-    views = cfg.spec.views if cfg.recipe == "own" else 2  # the shared recipe: two views for every method
+    views = _views_per_step(cfg)
     watch = open_run_monitor(cfg, data.images is None, data.mean, data.std, device) if main else None
     streamed = None
     if data.stream is not None:
         streamed = _streamed_steps(cfg, data.stream, run.start_step, run.total_steps, run.steps_per_epoch, per_rank,
                                    rank, device, data.bad_images)
+
     def step_inputs(step: int):
         """(step, its generator, and for in-memory data its rows and views)."""
         gen = torch.Generator(device=device).manual_seed(step_seed(cfg.seed, step, rank=rank))
