@@ -8,8 +8,8 @@ the training loss of bf16 against float32 at every logged step: the largest abso
 difference, and the largest relative to the loss's own change over the run. With ``--json``
 the comparison is also written as JSON.
 
-    NACVAE_AMP=on  nacvae reproduce --seeds 3 --threads 2 --jobs 2 --out S/digits-amp-on
-    NACVAE_AMP=off nacvae reproduce --seeds 3 --threads 2 --jobs 2 --out S/digits-amp-off
+    NACVAE_AMP=on  nacvae reproduce --seeds 5 --threads 2 --jobs 2 --out S/digits-amp-on
+    NACVAE_AMP=off nacvae reproduce --seeds 5 --threads 2 --jobs 2 --out S/digits-amp-off
     python experiments/bf16_equivalence.py S/digits-amp-on S/digits-amp-off --json docs/results/bf16-digits/comparison.json
 """
 
