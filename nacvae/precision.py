@@ -7,9 +7,9 @@
 - on a CPU, bf16 where the processor has native bf16 instructions (AVX512-BF16 or AMX, as
   PyTorch's CPU dispatch reports them) *and* a short timing of the workload itself, at the
   current load and thread count, shows it faster by at least ``MIN_GAIN``. A small network
-  on tiny images is dominated by layout conversions and gains nothing, and beside busy
-  processes the bf16 kernels were measured to lose (docs/scaling.md), so the capability
-  alone does not decide.
+  on tiny images is dominated by layout conversions and gains nothing, and on more threads
+  than there are free cores the bf16 training steps were measured 1.3-3x slower than
+  float32 (docs/scaling.md), so the capability alone does not decide.
 
 The choice is recorded in the run's config.json; a resumed run keeps it. float16 with loss
 scaling is not offered: its range needs a GradScaler, and the objectives and LARS would then
