@@ -136,8 +136,10 @@ class Bench:
         params = [p for p in self.method.parameters() if p.requires_grad]
         self.optimizer = build_optimizer("lars", params, lr=0.1, weight_decay=1e-6)
         # As nacvae pretrain decides it: on a CPU with native bf16, by timing the encoder.
-        probe = encoder_step_probe(self.method.encoder, shape, probe_images(2 * args.batch_size, shape), device)
-        self.amp_decision = resolve_amp(device, args.amp, probe if device.type == "cpu" else None)
+        def probe():
+            return encoder_step_probe(self.method.encoder, shape, probe_images(2 * args.batch_size, shape), device)
+
+        self.amp_decision = resolve_amp(device, args.amp, probe)
         self.amp = self.amp_decision.amp
         prepare_method(self.method, device, amp=self.amp, compile=args.compile)
         self.method.train()

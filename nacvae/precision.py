@@ -134,14 +134,19 @@ def time_both(step: Callable[[bool], None], repeats: int = PROBE_REPEATS,
     return statistics.median(times[False]), statistics.median(times[True])
 
 
-def resolve_amp(device: torch.device, requested: bool | None, probe: Callable[[bool], None] | None = None,
-                environ=None) -> Decision:
-    """bf16 autocast on ``device``, given ``--amp/--no-amp`` (None: not given). On a CPU with
-    native bf16 the default times ``probe(amp)`` (one step of the workload, under bf16
-    autocast when ``amp``) in both precisions; without a probe it stays float32."""
+def resolve_amp(device: torch.device, requested: bool | None,
+                probe: Callable[[], Callable[[bool], None]] | None = None, environ=None,
+                resumed: dict | None = None) -> Decision:
+    """bf16 autocast on ``device``, given ``--amp/--no-amp`` (None: not given). A resumed
+    run (``resumed``: its config.json) keeps the choice it recorded. Otherwise, on a CPU with
+    native bf16, ``probe()`` builds ``step(amp)`` (one step of the workload, under bf16
+    autocast when ``amp``), which is timed in both precisions; it is built only when the
+    timing is needed, and without it the CPU stays float32."""
     wanted, source = requested_amp(requested, environ)
     if wanted is not None:
         return Decision(wanted, source)
+    if resumed is not None and isinstance(resumed.get("amp"), bool):
+        return Decision(resumed["amp"], resumed.get("amp_decided_by") or "the resumed run's choice")
     if device.type not in ("cuda", "cpu"):
         return Decision(False, f"no bf16 default on {device.type}")
     native = has_native_bf16(device)
@@ -151,7 +156,7 @@ def resolve_amp(device: torch.device, requested: bool | None, probe: Callable[[b
         return Decision(True, "the GPU computes bf16 natively")
     if probe is None:
         return Decision(False, "not timed")
-    fp32, bf16 = time_both(probe)
+    fp32, bf16 = time_both(probe())
     gain = fp32 / max(bf16, 1e-9)
     amp = use_bf16("cpu", None, True, gain)
     return Decision(amp, f"native bf16, measured {gain:.2f}x float32's speed at the current load "

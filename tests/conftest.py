@@ -2,13 +2,23 @@ import pytest
 import torch
 
 
+def _torch_threads(n: int):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture
 def one_thread():
     """Tiny tensors: on a shared 2-core machine, thread hand-offs cost more than the maths."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+    yield from _torch_threads(1)
+
+
+@pytest.fixture
+def two_threads():
+    """torch on two threads, as a 2-core machine gives it (what the background views need)."""
+    yield from _torch_threads(2)
 
 
 @pytest.fixture(autouse=True, scope="session")

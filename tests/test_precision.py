@@ -66,14 +66,14 @@ def test_cpu_default_times_the_probe(monkeypatch, auto):
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
     cpu = torch.device("cpu")
     monkeypatch.setattr(precision, "time_both", lambda probe: (2.0, 1.0))
-    decision = resolve_amp(cpu, None, probe=lambda amp: None)
+    decision = resolve_amp(cpu, None, probe=lambda: lambda amp: None)
     assert decision.amp is True and "2.00x" in decision.why
     monkeypatch.setattr(precision, "time_both", lambda probe: (1.0, 1.0))
-    assert resolve_amp(cpu, None, probe=lambda amp: None).amp is False
+    assert resolve_amp(cpu, None, probe=lambda: lambda amp: None).amp is False
     assert resolve_amp(cpu, None).amp is False  # nothing to time
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     monkeypatch.setattr(precision, "time_both", lambda probe: pytest.fail("timed a CPU without native bf16"))
-    assert resolve_amp(cpu, None, probe=lambda amp: None) == (False, "the CPU has no native bf16")
+    assert resolve_amp(cpu, None, probe=lambda: lambda amp: None) == (False, "the CPU has no native bf16")
 
 
 class _FakeDevice:

@@ -14,9 +14,16 @@ from nacvae.studies.stages import Stage, StagePool, choose_jobs, parse_jobs, run
 from tests.test_study import TOY
 
 
-def record(name, folder, seconds=0.0):
-    """A stage that notes when it ran and in which process."""
+def record(name, folder, seconds=0.0, until=None):
+    """A stage that notes when it ran and in which process. With ``until`` it keeps running
+    until that stage has started too (at most a minute), so that two stages that can run at
+    once are seen to, however late a busy machine starts the second worker."""
     start = time.time()
+    open(os.path.join(folder, name + ".started"), "w").close()
+    deadline = start + 60
+    while until is not None and not os.path.exists(os.path.join(folder, until + ".started")) \
+            and time.time() < deadline:
+        time.sleep(0.05)
     time.sleep(seconds)
     with open(os.path.join(folder, name), "w") as f:
         json.dump({"start": start, "end": time.time(), "pid": os.getpid(), "threads": torch.get_num_threads()}, f)
@@ -34,8 +41,8 @@ def read(folder, name):
 
 def test_stages_wait_for_theirs_and_run_side_by_side(tmp_path):
     d = str(tmp_path)
-    stages = [Stage("a", record, dict(name="a", folder=d, seconds=1.0)),
-              Stage("b", record, dict(name="b", folder=d, seconds=1.0)),
+    stages = [Stage("a", record, dict(name="a", folder=d, seconds=0.5, until="b")),
+              Stage("b", record, dict(name="b", folder=d, seconds=0.5, until="a")),
               Stage("c", record, dict(name="c", folder=d), after=("a",)),
               Stage("d", record, dict(name="d", folder=d), after=("b", "c"))]
     seen = []

@@ -175,8 +175,7 @@ def in_precision(encoder: nn.Module, device: torch.device, sample: torch.Tensor 
     ``--amp`` (or $NACVAE_AMP) asks, or by default where nacvae/precision.py's rule, timing a
     forward pass on ``sample`` (uint8 images of the data; None: not timed, float32 on a CPU),
     chooses it. The linear probe, the distances and every reduction stay float32."""
-    probe = None
-    if sample is not None and device.type == "cpu" and getattr(encoder, "backbone", None) is not None:
+    def probe():
         x = normalize(sample[: probe_images(len(sample), tuple(sample.shape[1:]))], mean, std).to(device)
         views = {False: encoder, True: _with_autocast(encoder, torch.bfloat16)}
 
@@ -187,9 +186,10 @@ def in_precision(encoder: nn.Module, device: torch.device, sample: torch.Tensor 
             if getattr(net, "projector", None) is not None:
                 net.projector(h)
 
-        probe = forward
+        return forward
 
-    decision = resolve_amp(torch.device(device), amp, probe)
+    timed = sample is not None and getattr(encoder, "backbone", None) is not None
+    decision = resolve_amp(torch.device(device), amp, probe if timed else None)
     if decision.amp and getattr(encoder, "backbone", None) is not None:
         return _with_autocast(encoder, torch.bfloat16), decision
     return encoder, decision

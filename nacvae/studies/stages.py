@@ -65,10 +65,6 @@ def _start_worker(threads: int) -> None:
     apply_threads(threads)
 
 
-def _call(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
-    return fn(**kwargs)
-
-
 class StagePool:
     """Worker processes kept for a whole study (each pays torch's import once)."""
 
@@ -143,7 +139,7 @@ def run_stages(stages: list[Stage], pool: StagePool | None = None, log: Callable
                     waiting.remove(s)
                     if s.announce:
                         log(s.announce)
-                    running[executor.submit(_call, s.fn, s.kwargs)] = s
+                    running[executor.submit(s.fn, **s.kwargs)] = s
             if not running:
                 break
             done, _ = wait(running, return_when=FIRST_COMPLETED)

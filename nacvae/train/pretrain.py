@@ -48,7 +48,7 @@ from nacvae.train.monitor import monitor_step, open_run_monitor
 from nacvae.train.optim import build_optimizer, build_scheduler
 from nacvae.train.pictures import view_pairs
 from nacvae.train.prefetch import Prefetch, worth_prefetching
-from nacvae.precision import probe_images, requested_amp, resolve_amp
+from nacvae.precision import Decision, probe_images, resolve_amp
 from nacvae.train.telemetry import CollapseMonitor, code_statistics, collapse_message
 
 # Make the next step's views in a background thread where it pays (train/prefetch.py); the
@@ -250,22 +250,16 @@ def _views_per_step(cfg: PretrainConfig) -> int:
 
 
 def _choose_precision(cfg: PretrainConfig, out: Path, resume: bool, device: torch.device, method: Method,
-                      image_shape: tuple[int, int, int]) -> tuple[bool, str]:
-    """bf16 or float32 for the encoder (nacvae/precision.py). A resumed run keeps the precision
-    it was started with unless --amp/--no-amp says otherwise; under torchrun on CPUs the
-    timing is skipped (the processes would have to agree on it) and float32 is kept."""
-    wanted, source = requested_amp(cfg.amp)
-    if wanted is not None:
-        return wanted, source
-    if resume:
-        saved = read_config(out)
-        if isinstance(saved.get("amp"), bool):
-            return saved["amp"], saved.get("amp_decided_by") or "the resumed run's choice"
-    probe = None
-    if device.type == "cpu" and not distributed.is_distributed():
-        images = probe_images(cfg.batch_size * _views_per_step(cfg), image_shape)
-        probe = encoder_step_probe(method.encoder, image_shape, images, device)
-    return tuple(resolve_amp(device, None, probe))
+                      image_shape: tuple[int, int, int]) -> Decision:
+    """bf16 or float32 for the encoder (nacvae/precision.py), timed on a copy of it. Under
+    torchrun on CPUs the timing is skipped (the processes would have to agree on it) and
+    float32 is kept."""
+    def probe():
+        return encoder_step_probe(method.encoder, image_shape,
+                                  probe_images(cfg.batch_size * _views_per_step(cfg), image_shape), device)
+
+    return resolve_amp(device, cfg.amp, None if distributed.is_distributed() else probe,
+                       resumed=read_config(out) if resume else None)
 
 
 def _train(cfg: PretrainConfig, out: Path, resume: bool, progress: bool, device: torch.device, per_rank: int) -> Path:

@@ -45,7 +45,7 @@ from nacvae.seeds import PICTURES_STREAM, TEST_STREAM, step_seed
 from nacvae.train.elbo import negative_elbo
 from nacvae.train.loop import EpochOrder, RunCheckpoint, RunState, Window, events_and_bar, is_log_step, steps
 from nacvae.train.pictures import image_grid
-from nacvae.precision import requested_amp, resolve_amp
+from nacvae.precision import Decision, resolve_amp
 from nacvae.train.vae_config import (
     INITS, VAEConfig, check_encoder_shape, resolve_encoder_init, resolve_vae_config, saved_vae_config,
     validate_vae_config
@@ -271,22 +271,15 @@ def _open_run(cfg: VAEConfig, out: Path, resume: bool, device: torch.device, dat
 
 
 def _choose_precision(cfg: VAEConfig, out: Path, resume: bool, device: torch.device, vae: VAE,
-                      data: VAEData) -> tuple[bool, str]:
-    """bf16 or float32 for the VAE's networks (nacvae/precision.py), as for pretraining: a
-    resumed run keeps its choice unless --amp/--no-amp says otherwise."""
-    wanted, source = requested_amp(cfg.amp)
-    if wanted is not None:
-        return wanted, source
-    if resume:
-        saved = read_config(out)
-        if isinstance(saved.get("amp"), bool):
-            return saved["amp"], saved.get("amp_decided_by") or "the resumed run's choice"
-    probe = None
-    if device.type == "cpu":
+                      data: VAEData) -> Decision:
+    """bf16 or float32 for the VAE's networks (nacvae/precision.py), timed on a copy of the
+    VAE and one training batch, as for pretraining."""
+    def probe():
         gen = torch.Generator(device=device).manual_seed(0) if cfg.binarize == "stochastic" else None
         x = vae_observations(data.train[: cfg.batch_size], cfg.likelihood, cfg.binarize, gen)
-        probe = vae_step_probe(vae, x, cfg.elbo)
-    return tuple(resolve_amp(device, None, probe))
+        return vae_step_probe(vae, x, cfg.elbo)
+
+    return resolve_amp(device, cfg.amp, probe, resumed=read_config(out) if resume else None)
 
 
 def vae_step_probe(vae: VAE, x: torch.Tensor, elbo: str = "meanfield"):

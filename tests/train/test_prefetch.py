@@ -12,14 +12,6 @@ from nacvae.train.config import resolve_config
 from nacvae.train.prefetch import Prefetch, worth_prefetching
 
 
-@pytest.fixture
-def two_threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_items_come_in_step_order_from_a_one_thread_worker(two_threads):
     seen = []
 
